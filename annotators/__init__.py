@@ -1,0 +1,23 @@
+"""Specialist annotators, one file each, registered here by name.
+
+The registry maps a config name to ``module:Class``; modules are imported only when a
+config names them, and heavy libraries only in ``setup()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+REGISTRY: dict[str, str] = {
+    "ssd_coco": "annotators.ssd_coco:SSDCocoDetector",
+    "yolo": "annotators.yolo:YoloDetector",
+    "rapidocr": "annotators.rapidocr_ocr:RapidOCRReader",
+}
+
+
+def annotator_class(name: str) -> type:
+    try:
+        module_name, class_name = REGISTRY[name].split(":")
+    except KeyError:
+        raise KeyError(f"unknown annotator {name!r}; known: {sorted(REGISTRY)}") from None
+    return getattr(importlib.import_module(module_name), class_name)

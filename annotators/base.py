@@ -1,0 +1,40 @@
+"""The annotator interface.
+
+An annotator is a pydantic dataclass whose fields are its config (validated when the
+config is read, before any model loads), with three class attributes:
+
+- ``name`` and ``version``: every row it writes has ``source = f"{name}@{version}"``;
+  bump ``version`` whenever its output for the same image can change;
+- ``resources``: what one instance needs, as data (``{"num_cpus": 1}``).
+
+``setup()`` loads the model once per worker (never in ``__init__``: instances are
+pickled to Ray workers); ``annotate(images)`` takes a batch of ``HxWx3`` uint8 RGB
+arrays and returns one list of ``Region`` per image, in pixel coordinates.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import ConfigDict
+
+from engine.records import Region
+
+STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class Annotator:
+    name: ClassVar[str]
+    version: ClassVar[str]
+    resources: ClassVar[dict] = {"num_cpus": 1}
+
+    @property
+    def source(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def setup(self) -> None:
+        """Load the model. Called once per worker before the first batch."""
+
+    def annotate(self, images: list[np.ndarray]) -> list[list[Region]]:
+        raise NotImplementedError

@@ -1,0 +1,110 @@
+"""Object detector: any ultralytics YOLO model, from a weights file (``*.pt``) or a
+model YAML (``yolov8n.yaml``: built with random weights, useful for tests and as a
+student to train).
+
+Output: ``object`` regions, ``label`` the model's class name, ``score`` its confidence,
+box in pixels of the input image.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Annotated, ClassVar
+
+import numpy as np
+from pydantic import Field, field_validator
+from pydantic.dataclasses import dataclass
+
+from annotators.base import STRICT, Annotator
+from engine.records import Region
+
+
+def ultralytics_model_yaml(name: str) -> Path | None:
+    """The path of a model YAML that ultralytics ships (``yolov8n.yaml``), found without
+    importing ultralytics; ultralytics maps scale letters to a base file (yolov8.yaml)."""
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    models = Path(list(spec.submodule_search_locations)[0]) / "cfg" / "models"
+    stem = Path(name).stem
+    candidates = {name, f"{stem}.yaml", f"{stem[:-1]}.yaml" if stem[-1:] in "nslmx" else name}
+    for found in models.rglob("*.yaml"):
+        if found.name in candidates:
+            return found
+    return None
+
+
+@dataclass(config=STRICT)
+class YoloDetector(Annotator):
+    """Ultralytics YOLO.
+
+    Args:
+        weights: a ``.pt`` weights file, or a model YAML (a path, or a name ultralytics
+            ships such as ``yolov8n.yaml``). Must exist when the config is read.
+        min_score: detections under this score are not emitted.
+        image_size: inference size (pixels, multiple of 32).
+        device: ``cpu``, ``0``, ``cuda:0``...
+        source_name: overrides ``name`` in ``source`` (the refinement loop names its
+            students ``student_i<k>``).
+    """
+
+    name: ClassVar[str] = "yolo"
+    version: ClassVar[str] = "1"
+
+    weights: str
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    image_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
+    device: str = "cpu"
+    source_name: str | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_exist(cls, weights: str) -> str:
+        if Path(weights).is_file():
+            return str(Path(weights).resolve())
+        if weights.endswith((".yaml", ".yml")) and ultralytics_model_yaml(weights):
+            return weights
+        raise ValueError(f"weights file not found: {weights}")
+
+    @property
+    def source(self) -> str:
+        return f"{self.source_name or self.name}@{self.version}"
+
+    def setup(self) -> None:
+        from engine.offline import prepare_ultralytics
+
+        prepare_ultralytics()
+        from ultralytics import YOLO
+
+        self._model = YOLO(self.weights, task="detect")
+
+    def annotate(self, images: list[np.ndarray]) -> list[list[Region]]:
+        # ultralytics treats numpy arrays as BGR (OpenCV's order).
+        bgr = [np.ascontiguousarray(image[:, :, ::-1]) for image in images]
+        predictions = self._model.predict(
+            bgr, conf=self.min_score, imgsz=self.image_size, device=self.device, verbose=False
+        )
+        results = []
+        for prediction in predictions:
+            names = prediction.names
+            boxes = prediction.boxes
+            xyxy = boxes.xyxy.cpu().numpy().tolist()
+            scores = boxes.conf.cpu().numpy().tolist()
+            classes = boxes.cls.cpu().numpy().astype(int).tolist()
+            results.append(
+                [
+                    Region(
+                        kind="object",
+                        x0=x0,
+                        y0=y0,
+                        x1=x1,
+                        y1=y1,
+                        label=str(names[class_id]),
+                        score=score,
+                        source=self.source,
+                    )
+                    for (x0, y0, x1, y1), score, class_id in zip(xyxy, scores, classes, strict=True)
+                ]
+            )
+        return results

@@ -1,0 +1,191 @@
+"""The run configuration: one YAML file, validated with pydantic before Ray starts or any
+model loads. Unknown keys are errors; every error names its key (``filters.nms.iou_threshold``).
+
+Sections (see ``engine/default_config.yaml`` for every default, documented):
+
+- ``decode``: ``min_side``, ``max_pixels``  (``engine.imaging.DecodeLimits``)
+- ``input``: ``parquet_column``  (``engine.sources``)
+- ``run``: ``shard_size``, ``batch_size``, ``workers``, ``threads_per_worker``,
+  ``executor`` (``ray`` | ``local``), ``address``, ``iteration``
+- ``annotators``: a list; each item ``{name: <registry name>, ...its arguments}``
+- ``filters``: ``geometry``, ``confidence``, ``nms``, each ``{enabled: bool, ...its arguments}``
+
+Command-line overrides use dotted keys: ``--set filters.nms.iou_threshold=0.6``,
+``--set annotators.0.min_score=0.1`` (values are parsed as YAML).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from annotators import REGISTRY as ANNOTATORS
+from annotators import annotator_class
+from filters import REGISTRY as FILTERS
+from filters import filter_class
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
+
+
+class ConfigError(Exception):
+    """A bad configuration; the message names the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecodeConfig(Strict):
+    min_side: Annotated[int, Field(ge=1)] = 16
+    max_pixels: Annotated[int, Field(ge=1)] = 89_478_485
+
+
+class InputConfig(Strict):
+    parquet_column: str | None = None
+
+
+class RunConfig(Strict):
+    shard_size: Annotated[int, Field(ge=1)] = 64
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    workers: Annotated[int, Field(ge=1, le=1024)] = 2
+    threads_per_worker: Annotated[int, Field(ge=1, le=256)] = 1
+    executor: Literal["ray", "local"] = "ray"
+    address: str | None = None
+    iteration: Annotated[int, Field(ge=0)] = 0
+
+
+class AnnotatorSpec(Strict):
+    """``name`` picks the annotator; every other key is one of its constructor arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in ANNOTATORS:
+            raise ValueError(f"unknown annotator {name!r}; known: {sorted(ANNOTATORS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _arguments_valid(self) -> AnnotatorSpec:
+        annotator_class(self.name)(**self.arguments)  # validates; loads no model
+        return self
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def build(self):
+        return annotator_class(self.name)(**self.arguments)
+
+
+class FilterSpec(Strict):
+    model_config = ConfigDict(extra="allow")
+    enabled: bool = True
+
+
+class FiltersConfig(Strict):
+    geometry: FilterSpec = FilterSpec()
+    confidence: FilterSpec = FilterSpec()
+    nms: FilterSpec = FilterSpec()
+
+    @field_validator(*FILTERS)
+    @classmethod
+    def _arguments_valid(cls, spec: FilterSpec, info: ValidationInfo) -> FilterSpec:
+        filter_class(info.field_name)(**(spec.model_extra or {}))  # validates
+        return spec
+
+    def build(self) -> list:
+        built = []
+        for key in FILTERS:
+            spec: FilterSpec = getattr(self, key)
+            if spec.enabled:
+                built.append(filter_class(key)(**(spec.model_extra or {})))
+        return built
+
+
+class EngineConfig(Strict):
+    decode: DecodeConfig = DecodeConfig()
+    input: InputConfig = InputConfig()
+    run: RunConfig = RunConfig()
+    annotators: list[AnnotatorSpec] = Field(min_length=1)
+    filters: FiltersConfig = FiltersConfig()
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"] if part not in ("function-after",))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key or '<top level>'}: {message}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_override(override: str) -> tuple[list[str], Any]:
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. run.workers=4")
+    key, raw_value = override.split("=", 1)
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError:
+        value = raw_value
+    return key.strip().split("."), value
+
+
+def apply_override(tree: dict, path: list[str], value: Any) -> None:
+    node: Any = tree
+    for depth, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"--set {'.'.join(path)}: no list item {part!r} at {'.'.join(path[:depth]) or 'top'}"
+                )
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+            if node is None:
+                node = {}
+    last = path[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"--set {'.'.join(path)}: no list item {last!r}")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> EngineConfig:
+    """Read a YAML config (the default offline ensemble when ``path`` is None), apply
+    ``KEY=VALUE`` overrides and validate. Raises ``ConfigError`` naming the bad key."""
+    config_path = Path(path) if path else DEFAULT_CONFIG_PATH
+    try:
+        tree = yaml.safe_load(config_path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config: {config_path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config: {config_path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"--config: {config_path} must hold a mapping of sections")
+    for override in overrides:
+        apply_override(tree, *parse_override(override))
+    try:
+        return EngineConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None

@@ -1,0 +1,142 @@
+"""In-memory records that flow through a pipeline, one ``Sample`` per usable image.
+
+Annotators append ``Region`` objects to ``Sample.regions``; filters flip ``kept`` and
+set ``drop_reason``; the pipeline turns samples into rows of the tables in
+``engine.schemas`` (``Sample.to_rows``).  Coordinates follow the schema module:
+pixels of the decoded, EXIF-upright image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+REGION_KINDS = ("object", "ocr", "dense", "proposal")
+
+
+def content_id(data: bytes) -> str:
+    """``image_id``: the first 32 hex digits of the SHA-256 of the encoded bytes."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def stable_id(*parts: object) -> str:
+    """A short deterministic id from its parts (for row ids of errors)."""
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+@dataclass
+class Region:
+    """One region-text pair. ``x0 < x1``, ``y0 < y1`` in pixels; ``quad`` for OCR only."""
+
+    kind: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str
+    score: float
+    source: str
+    quad: list[float] | None = None
+    polygon: list[float] = field(default_factory=list)
+    sources: list[str] | None = None
+    kept: bool = True
+    drop_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in REGION_KINDS:
+            raise ValueError(f"region kind {self.kind!r} is not one of {REGION_KINDS}")
+        if self.sources is None:
+            self.sources = [self.source]
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0, self.x1, self.y1)
+
+    def drop(self, reason: str) -> None:
+        self.kept = False
+        self.drop_reason = reason
+
+
+@dataclass
+class ErrorRecord:
+    """One input (or one image at one stage) that could not be used, and why."""
+
+    uri: str
+    stage: str
+    error_type: str
+    message: str
+    image_id: str | None = None
+
+
+@dataclass
+class Sample:
+    """A decoded image and everything annotated on it so far.
+
+    ``pixels`` is an ``HxWx3`` uint8 RGB array of the EXIF-upright image.
+    """
+
+    image_id: str
+    uri: str
+    pixels: np.ndarray
+    format: str | None
+    n_bytes: int
+    regions: list[Region] = field(default_factory=list)
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def image_row(self, iteration: int) -> dict:
+        return {
+            "image_id": self.image_id,
+            "iteration": iteration,
+            "uri": self.uri,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "bytes": self.n_bytes,
+        }
+
+    def region_rows(self, iteration: int) -> list[dict]:
+        rows = []
+        for index, region in enumerate(self.regions):
+            rows.append(
+                {
+                    "region_id": f"{self.image_id[:16]}:{iteration}:r{index}",
+                    "image_id": self.image_id,
+                    "iteration": iteration,
+                    "kind": region.kind,
+                    "x0": region.x0,
+                    "y0": region.y0,
+                    "x1": region.x1,
+                    "y1": region.y1,
+                    "quad": region.quad,
+                    "polygon": region.polygon,
+                    "label": region.label,
+                    "score": min(max(float(region.score), 0.0), 1.0),
+                    "source": region.source,
+                    "sources": region.sources,
+                    "n_sources": len(region.sources),
+                    "kept": region.kept,
+                    "drop_reason": region.drop_reason,
+                }
+            )
+        return rows
+
+
+def error_row(error: ErrorRecord, iteration: int) -> dict:
+    return {
+        "error_id": stable_id(error.uri, error.stage, iteration),
+        "image_id": error.image_id,
+        "iteration": iteration,
+        "uri": error.uri,
+        "stage": error.stage,
+        "error_type": error.error_type,
+        "message": error.message,
+    }

@@ -1,0 +1,139 @@
+"""The five tables of the corpus, as explicit pyarrow schemas (the contract SQL users rely on).
+
+Every table has ``image_id``, ``iteration`` and a row id unique within the table
+(``image_id`` for ``images``, ``text_id``, ``region_id``, ``triplet_id``, ``error_id``).
+
+Coordinates are pixels of the decoded, EXIF-upright image, as float32, with
+``0 <= x0 < x1 <= width`` and ``0 <= y0 < y1 <= height``.  ``quad`` is eight floats
+``[x_tl, y_tl, x_tr, y_tr, x_br, y_br, x_bl, y_bl]`` (clockwise from top-left in image
+coordinates, y down).  ``polygon`` is a flat ``[x, y, x, y, ...]`` list, empty when there is none.
+
+Rows that a filter rejected stay in the tables with ``kept = false`` and a
+``drop_reason``; ``drop_reason`` is null on kept rows.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+BOX = pa.struct(
+    [
+        pa.field("x0", pa.float32()),
+        pa.field("y0", pa.float32()),
+        pa.field("x1", pa.float32()),
+        pa.field("y1", pa.float32()),
+    ]
+)
+
+IMAGES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),  # sha256 of the encoded bytes, 32 hex
+        pa.field("iteration", pa.int32(), nullable=False),
+        pa.field(
+            "uri", pa.string(), nullable=False
+        ),  # where the bytes were read (see engine.sources)
+        pa.field("width", pa.int32(), nullable=False),  # of the decoded, EXIF-upright image
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("format", pa.string()),  # Pillow's format name: JPEG, PNG, TIFF, ...
+        pa.field("bytes", pa.int64(), nullable=False),  # size of the encoded image in bytes
+    ]
+)
+
+TEXTS = pa.schema(
+    [
+        pa.field("text_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("iteration", pa.int32(), nullable=False),
+        pa.field("granularity", pa.string(), nullable=False),  # brief | detailed | more_detailed
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # annotator name@version
+        pa.field("score", pa.float32(), nullable=False),  # in [0, 1]
+        pa.field("n_objects", pa.int32()),
+        pa.field("n_attributes", pa.int32()),
+        pa.field("n_actions", pa.int32()),
+        pa.field("object_complexity", pa.float32()),
+        pa.field("action_complexity", pa.float32()),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("drop_reason", pa.string()),
+    ]
+)
+
+REGIONS = pa.schema(
+    [
+        pa.field("region_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("iteration", pa.int32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # object | ocr | dense | proposal
+        pa.field("x0", pa.float32(), nullable=False),
+        pa.field("y0", pa.float32(), nullable=False),
+        pa.field("x1", pa.float32(), nullable=False),
+        pa.field("y1", pa.float32(), nullable=False),
+        pa.field("quad", pa.list_(pa.float32())),  # 8 floats, OCR only, else null
+        pa.field("polygon", pa.list_(pa.float32()), nullable=False),  # may be empty
+        pa.field("label", pa.string(), nullable=False),  # category, OCR text, or region caption
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # name@version, or "fused"
+        pa.field("sources", pa.list_(pa.string()), nullable=False),
+        pa.field("n_sources", pa.int32(), nullable=False),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("drop_reason", pa.string()),
+    ]
+)
+
+PHRASES = pa.schema(
+    [
+        pa.field("triplet_id", pa.string(), nullable=False),
+        pa.field("phrase_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("iteration", pa.int32(), nullable=False),
+        pa.field("text_id", pa.string(), nullable=False),
+        pa.field("phrase", pa.string(), nullable=False),
+        pa.field("char_start", pa.int32(), nullable=False),
+        pa.field("char_end", pa.int32(), nullable=False),
+        pa.field("box", BOX),  # null when the phrase grounds to nothing
+        pa.field("polygon", pa.list_(pa.float32()), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("drop_reason", pa.string()),
+    ]
+)
+
+ERRORS = pa.schema(
+    [
+        pa.field("error_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string()),  # null when the bytes could not be read
+        pa.field("iteration", pa.int32(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field(
+            "stage", pa.string(), nullable=False
+        ),  # read | decode | <annotator or filter name>
+        pa.field("error_type", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "images": IMAGES,
+    "texts": TEXTS,
+    "regions": REGIONS,
+    "phrases": PHRASES,
+    "errors": ERRORS,
+}
+
+ROW_ID: dict[str, str] = {
+    "images": "image_id",
+    "texts": "text_id",
+    "regions": "region_id",
+    "phrases": "triplet_id",
+    "errors": "error_id",
+}
+
+
+def table_from_rows(name: str, rows: list[dict]) -> pa.Table:
+    """Build table ``name`` from row dicts with its declared schema (never inferred)."""
+    return pa.Table.from_pylist(rows, schema=TABLES[name])
+
+
+def empty_table(name: str) -> pa.Table:
+    return TABLES[name].empty_table()

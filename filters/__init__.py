@@ -1,0 +1,20 @@
+"""Filters, one file per family, registered here by their config key.
+
+They run in the order of ``REGISTRY``: geometry (clip, then size and area), confidence,
+then NMS, each on the rows the previous ones kept.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+REGISTRY: dict[str, str] = {
+    "geometry": "filters.geometry:GeometryFilter",
+    "confidence": "filters.confidence:ConfidenceFilter",
+    "nms": "filters.nms:NMSFilter",
+}
+
+
+def filter_class(key: str) -> type:
+    module_name, class_name = REGISTRY[key].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

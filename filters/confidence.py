@@ -1,0 +1,49 @@
+"""Confidence thresholds: drop regions whose ``score`` is under the threshold that applies
+to them (``low_score``). A threshold for the region's source (``name@version`` or bare
+``name``) wins over one for its kind, which wins over ``default``."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from annotators.base import STRICT
+from engine.records import REGION_KINDS, Region, Sample
+from filters.base import Decision, RegionFilter
+
+Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+@dataclass(config=STRICT)
+class ConfidenceFilter(RegionFilter):
+    """Args:
+    default: threshold for every region not covered below.
+    per_kind: thresholds by region kind (``object``, ``ocr``, ``dense``, ``proposal``).
+    per_source: thresholds by source, ``name@version`` or ``name``.
+    """
+
+    name: ClassVar[str] = "confidence"
+
+    default: Threshold = 0.3
+    per_kind: dict[str, Threshold] = Field(default_factory=lambda: {"ocr": 0.5})
+    per_source: dict[str, Threshold] = Field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.per_kind) - set(REGION_KINDS)
+        if unknown:
+            raise ValueError(f"per_kind: unknown region kind(s) {sorted(unknown)}")
+
+    def threshold(self, region: Region) -> float:
+        bare_name = region.source.split("@", 1)[0]
+        for key in (region.source, bare_name):
+            if key in self.per_source:
+                return self.per_source[key]
+        return self.per_kind.get(region.kind, self.default)
+
+    def decide(self, sample: Sample, regions: list[Region]) -> list[Decision]:
+        return [
+            True if region.score >= self.threshold(region) else (False, "low_score")
+            for region in regions
+        ]

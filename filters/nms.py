@@ -1,0 +1,54 @@
+"""Per-source non-maximum suppression (``torchvision.ops.batched_nms``): among the kept
+regions of one source and kind (and label, unless ``class_agnostic``), a box overlapping
+a higher-scoring one by more than ``iou_threshold`` is dropped with ``nms``."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from annotators.base import STRICT
+from engine.records import Region, Sample
+from filters.base import Decision, RegionFilter
+
+
+@dataclass(config=STRICT)
+class NMSFilter(RegionFilter):
+    """Args:
+    iou_threshold: boxes overlapping a better one by more IoU than this are dropped.
+    class_agnostic: suppress across labels of one source too (default: per label).
+    kinds: region kinds NMS applies to (OCR lines do not overlap by design).
+    """
+
+    name: ClassVar[str] = "nms"
+
+    iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    class_agnostic: bool = False
+    kinds: list[str] = Field(default_factory=lambda: ["object", "dense", "proposal"])
+
+    def setup(self) -> None:
+        import torchvision.ops  # noqa: F401 - pay the import once, not inside the first shard
+
+    def decide(self, sample: Sample, regions: list[Region]) -> list[Decision]:
+        import torch
+        from torchvision.ops import batched_nms
+
+        decisions: list[Decision] = [True] * len(regions)
+        candidates = [i for i, region in enumerate(regions) if region.kind in self.kinds]
+        if len(candidates) < 2:
+            return decisions
+        groups: dict[tuple, int] = {}
+        group_ids = []
+        for i in candidates:
+            region = regions[i]
+            key = (region.source, region.kind, "" if self.class_agnostic else region.label)
+            group_ids.append(groups.setdefault(key, len(groups)))
+        boxes = torch.tensor([regions[i].box for i in candidates], dtype=torch.float32)
+        scores = torch.tensor([regions[i].score for i in candidates], dtype=torch.float32)
+        keep = set(batched_nms(boxes, scores, torch.tensor(group_ids), self.iou_threshold).tolist())
+        for position, i in enumerate(candidates):
+            if position not in keep:
+                decisions[i] = (False, "nms")
+        return decisions

