@@ -174,7 +174,7 @@ class ByteReader:
             return self._parquet_row(container, int(inner.removeprefix("row=")))
         archive = self._tars.get(container)
         if archive is None:
-            archive = self._tars[container] = tarfile.open(container)
+            archive = self._tars[container] = tarfile.open(container)  # noqa: SIM115 - kept open for the shard, closed in close()
         member = archive.extractfile(inner)
         if member is None:
             raise KeyError(f"{inner} is not a file in {container}")

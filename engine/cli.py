@@ -1,0 +1,230 @@
+"""The ``fld`` command line: run, stats, sql, show.
+
+    fld run INPUT --out CORPUS [--config FILE] [--workers N] [--address ADDR]
+                  [--shard-size N] [--batch-size N] [--executor ray|local] [--set KEY=VALUE ...]
+    fld stats CORPUS
+    fld sql CORPUS "SELECT ..."
+    fld show CORPUS IMAGE_ID_OR_URI --out FILE.png [--iteration K] [--all]
+
+Exit status: 0 on success, 2 on a bad config, input or corpus (with a message naming
+what is wrong), 1 on anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from engine.offline import apply_offline_env
+
+
+class UsageError(Exception):
+    pass
+
+
+def check_writable(out: str) -> None:
+    """Fail fast if ``--out`` cannot be created or written (before any work starts)."""
+    path = Path(out).resolve()
+    probe_dir = path
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UsageError(f"--out: {probe_dir} is a file, so {out} cannot be created")
+    try:
+        handle, name = tempfile.mkstemp(prefix=".fld-probe-", dir=probe_dir)
+        os.close(handle)
+        os.unlink(name)
+    except OSError as exc:
+        raise UsageError(f"--out: {probe_dir} is not writable ({exc.strerror})") from None
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from engine.config import load_config
+
+    overrides = list(args.set or [])
+    for flag, key in (
+        ("workers", "run.workers"),
+        ("address", "run.address"),
+        ("shard_size", "run.shard_size"),
+        ("batch_size", "run.batch_size"),
+        ("executor", "run.executor"),
+        ("iteration", "run.iteration"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config = load_config(args.config, overrides)
+    check_writable(args.out)
+    if not Path(args.input).exists() and not any(ch in args.input for ch in "*?["):
+        raise UsageError(f"INPUT: {args.input} does not exist")
+
+    from pipelines.annotate import annotate_corpus
+
+    summary = annotate_corpus(config, args.input, args.out, show_progress=not args.quiet)
+    if summary.nothing_to_do:
+        print(
+            f"iteration {summary.iteration} of {summary.corpus} is already committed "
+            f"({summary.n_inputs} inputs, {summary.n_shards} shards): nothing to do"
+        )
+        return 0
+    rows = summary.counts.get("rows", {})
+    kept = summary.counts.get("kept", {})
+    print(
+        f"committed iteration {summary.iteration} of {summary.corpus}: {summary.n_inputs} inputs in "
+        f"{summary.n_shards} shards ({summary.shards_run} run now, {summary.shards_done_before} "
+        f"resumed), {rows.get('images', 0)} images, {kept.get('regions', 0)} of "
+        f"{rows.get('regions', 0)} regions kept, {rows.get('errors', 0)} errors, "
+        f"{summary.wall_seconds:.1f} s"
+    )
+    return 0
+
+
+def command_stats(args: argparse.Namespace) -> int:
+    from engine.query import stats_report
+
+    print(stats_report(args.corpus))
+    return 0
+
+
+def command_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from engine.query import connect, format_table, run_query
+
+    connection = connect(args.corpus)
+    try:
+        columns, rows = run_query(connection, args.query)
+    except duckdb.Error as exc:
+        raise UsageError(f"query failed: {exc}") from None
+    if args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif columns:
+        print(format_table(columns, rows, max_width=args.max_width))
+        print(f"({len(rows)} rows)")
+    return 0
+
+
+def command_show(args: argparse.Namespace) -> int:
+    from engine.corpus import Corpus
+    from engine.draw import draw_regions
+    from engine.imaging import decode_image
+    from engine.query import connect
+    from engine.sources import ByteReader
+
+    corpus = Corpus(args.corpus)
+    committed = corpus.iterations()
+    if not committed:
+        raise UsageError(f"{args.corpus} has no committed iteration")
+    iteration = committed[-1] if args.iteration is None else args.iteration
+    connection = connect(args.corpus, [iteration])
+    found = connection.execute(
+        "SELECT image_id, uri FROM images WHERE image_id LIKE ? || '%' OR uri = ? OR uri LIKE '%/' || ? "
+        "ORDER BY uri LIMIT 2",
+        [args.image, args.image, args.image],
+    ).fetchall()
+    if not found:
+        raise UsageError(
+            f"no image matching {args.image!r} in iteration {iteration} of {args.corpus}"
+        )
+    if len(found) > 1:
+        raise UsageError(
+            f"{args.image!r} matches several images ({found[0][1]}, {found[1][1]}, ...)"
+        )
+    image_id, uri = found[0]
+    condition = "" if args.all else "AND kept"
+    cursor = connection.execute(
+        f"SELECT * FROM regions WHERE image_id = ? {condition} ORDER BY kind, score", [image_id]
+    )
+    columns = [d[0] for d in cursor.description]
+    regions = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    config_decode = corpus.run_info(iteration).get("config", {}).get("decode", {})
+    from engine.imaging import DecodeLimits
+
+    limits = DecodeLimits(**config_decode) if config_decode else DecodeLimits()
+    pixels = decode_image(ByteReader().read(uri), limits).pixels
+    title = f"{Path(uri.split('::')[-1]).name}  iteration {iteration}"
+    draw_regions(pixels, regions, title).save(args.out)
+    print(f"wrote {args.out}: {len(regions)} regions on {uri}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fld", description="fld-engine: annotate images into a Parquet corpus and query it."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="annotate INPUT into a corpus (resumes an interrupted run)"
+    )
+    run.add_argument(
+        "input", help="a folder of images, a .tar (WebDataset) or a glob of them, or a .parquet"
+    )
+    run.add_argument("--out", required=True, help="corpus folder")
+    run.add_argument("--config", help="YAML config (default: the offline ensemble)")
+    run.add_argument("--workers", type=int, help="Ray workers (run.workers)")
+    run.add_argument(
+        "--address", help="join this Ray cluster instead of starting one (run.address)"
+    )
+    run.add_argument("--shard-size", type=int, help="images per shard (run.shard_size)")
+    run.add_argument("--batch-size", type=int, help="images per annotator call (run.batch_size)")
+    run.add_argument("--executor", choices=["ray", "local"], help="run.executor")
+    run.add_argument("--iteration", type=int, help="run.iteration")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. filters.nms.iou_threshold=0.6",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=command_run)
+
+    stats = commands.add_parser("stats", help="label statistics of the committed iterations")
+    stats.add_argument("corpus")
+    stats.set_defaults(handler=command_stats)
+
+    sql = commands.add_parser(
+        "sql", help="any SQL over views images, texts, regions, phrases, errors"
+    )
+    sql.add_argument("corpus")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv"], default="table")
+    sql.add_argument("--max-width", type=int, default=60, help="truncate cells wider than this")
+    sql.set_defaults(handler=command_sql)
+
+    show = commands.add_parser("show", help="draw an image's kept regions to a PNG")
+    show.add_argument("corpus")
+    show.add_argument("image", help="image_id (or a prefix), URI, or file name")
+    show.add_argument("--out", required=True, help="PNG to write")
+    show.add_argument("--iteration", type=int, help="default: the latest committed")
+    show.add_argument("--all", action="store_true", help="draw dropped regions too")
+    show.set_defaults(handler=command_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_offline_env()
+    args = build_parser().parse_args(argv)
+    from engine.config import ConfigError
+    from engine.corpus import CorpusError
+    from engine.sources import InputError
+
+    try:
+        return args.handler(args)
+    except (ConfigError, CorpusError, InputError, UsageError, FileNotFoundError) as exc:
+        print(f"fld {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""SQL over a corpus: DuckDB views named after the tables (``images``, ``texts``,
+``regions``, ``phrases``, ``errors``) over every *committed* iteration, side by side
+(filter with ``WHERE iteration = K``). Uncommitted iterations are invisible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from engine.corpus import Corpus
+from engine.schemas import TABLES
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(
+    corpus_path: str | Path, iterations: list[int] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with one view per table."""
+    corpus = Corpus(corpus_path)
+    if not corpus.root.is_dir():
+        raise FileNotFoundError(f"{corpus_path} is not a corpus folder")
+    chosen = corpus.iterations() if iterations is None else iterations
+    connection = duckdb.connect()
+    for table in TABLES:
+        patterns = [
+            str(corpus.iteration_dir(k) / table / "shard=*.parquet")
+            for k in chosen
+            if any((corpus.iteration_dir(k) / table).glob("shard=*.parquet"))
+        ]
+        if patterns:
+            files = ", ".join(sql_literal(pattern) for pattern in patterns)
+            connection.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
+            )
+        else:
+            connection.register(f"_empty_{table}", TABLES[table].empty_table())
+            connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
+    return connection
+
+
+def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
+    """Plain-text table for terminals (DuckDB's own renderer elides columns on narrow ones)."""
+
+    def cell(value) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        text = str(value)
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, rule, *body])
+
+
+def run_query(connection: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple]]:
+    relation = connection.sql(query)
+    if relation is None:
+        return [], []
+    return list(relation.columns), relation.fetchall()
+
+
+STATS_QUERIES: dict[str, str] = {
+    "rows per table and iteration": """
+        SELECT 'images' AS "table", iteration, count(*) AS rows, count(*) AS kept FROM images GROUP BY ALL
+        UNION ALL SELECT 'texts', iteration, count(*), count(*) FILTER (kept) FROM texts GROUP BY ALL
+        UNION ALL SELECT 'regions', iteration, count(*), count(*) FILTER (kept) FROM regions GROUP BY ALL
+        UNION ALL SELECT 'phrases', iteration, count(*), count(*) FILTER (kept) FROM phrases GROUP BY ALL
+        UNION ALL SELECT 'errors', iteration, count(*), 0 FROM errors GROUP BY ALL
+        ORDER BY iteration, "table" """,
+    "regions per kind": """
+        SELECT iteration, kind, count(*) AS rows, count(*) FILTER (kept) AS kept,
+               round(avg(score) FILTER (kept), 3) AS mean_kept_score
+        FROM regions GROUP BY ALL ORDER BY iteration, kind""",
+    "kept regions per label (top 25)": """
+        SELECT iteration, kind, label, count(*) AS kept, round(avg(score), 3) AS mean_score
+        FROM regions WHERE kept AND kind <> 'ocr' GROUP BY ALL
+        ORDER BY iteration, kept DESC, label LIMIT 25""",
+    "regions per source": """
+        SELECT iteration, source, count(*) AS rows, count(*) FILTER (kept) AS kept,
+               round(avg(score), 3) AS mean_score
+        FROM regions GROUP BY ALL ORDER BY iteration, source""",
+    "dropped rows by reason": """
+        SELECT iteration, 'regions' AS "table", drop_reason, count(*) AS rows FROM regions WHERE NOT kept GROUP BY ALL
+        UNION ALL SELECT iteration, 'texts', drop_reason, count(*) FROM texts WHERE NOT kept GROUP BY ALL
+        UNION ALL SELECT iteration, 'phrases', drop_reason, count(*) FROM phrases WHERE NOT kept GROUP BY ALL
+        ORDER BY iteration, "table", rows DESC""",
+    "errors by stage and type": """
+        SELECT iteration, stage, error_type, count(*) AS rows
+        FROM errors GROUP BY ALL ORDER BY iteration, rows DESC""",
+}
+
+
+def stats_report(corpus_path: str | Path) -> str:
+    connection = connect(corpus_path)
+    corpus = Corpus(corpus_path)
+    committed = corpus.iterations()
+    pending = sorted(set(corpus.iterations(committed_only=False)) - set(committed))
+    sections = [f"corpus {corpus_path}: committed iterations {committed or 'none'}"]
+    if pending:
+        sections[0] += f" (not committed, not shown: {pending})"
+    for title, query in STATS_QUERIES.items():
+        columns, rows = run_query(connection, query)
+        sections.append(f"\n== {title} ==\n" + (format_table(columns, rows) if rows else "(none)"))
+    return "\n".join(sections)
