@@ -61,7 +61,7 @@ class SSDCocoDetector(Annotator):
             ``ssd_mobilenet_v2_coco_2018_03_29.pbtxt``; default: the installed package's.
     """
 
-    name: ClassVar[str] = "ssd_mobilenet_v2_coco"
+    name: ClassVar[str] = "ssd_coco"
     version: ClassVar[str] = "1"
 
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05

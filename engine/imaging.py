@@ -103,8 +103,6 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         scale = 255.0 / 65535.0 if mode != "F" or values.max(initial=0) > 1.0 else 255.0
-        if mode == "I" and values.max(initial=0) <= 255:
-            scale = 1.0  # an 8-bit image stored in 32-bit ints
         gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if mode == "P":

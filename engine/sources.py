@@ -96,7 +96,9 @@ def tar_members(tar_path: Path) -> list[str]:
             return [
                 f"{tar_path}{TAR_SEP}{member.name}"
                 for member in archive.getmembers()
-                if member.isfile() and Path(member.name).suffix.lower() in IMAGE_EXTENSIONS
+                if member.isfile()
+                and not Path(member.name).name.startswith(".")
+                and Path(member.name).suffix.lower() in IMAGE_EXTENSIONS
             ]
     except tarfile.TarError as exc:
         raise InputError(f"input: {tar_path} is not a readable tar file: {exc}") from exc

@@ -278,3 +278,50 @@ def test_animated_gif_gives_first_frame(upright):
 def test_decode_is_deterministic():
     data = kit.cmyk_jpeg(W)
     assert np.array_equal(decode_image(data).pixels, decode_image(data).pixels)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_animated_png_and_webp_give_first_frame(fmt):
+    first = kit.photo_image(64)
+    negative = Image.fromarray(255 - np.asarray(first), mode="RGB")
+    buffer = io.BytesIO()
+    first.save(buffer, fmt, save_all=True, append_images=[negative], duration=100, lossless=True)
+    with Image.open(io.BytesIO(buffer.getvalue())) as raw:
+        assert raw.n_frames == 2
+    pixels = assert_rgb8(decode_image(buffer.getvalue()), (first.height, first.width))
+    assert mean_abs_diff(pixels, np.asarray(first)) < 1
+
+
+def test_exif_orientation_in_png():
+    upright = kit.photo_image(64)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, "PNG", exif=exif.tobytes())
+    pixels = assert_rgb8(decode_image(buffer.getvalue()), (upright.height, upright.width))
+    assert np.array_equal(pixels, np.asarray(upright))
+
+
+def pgm16(values: np.ndarray) -> bytes:
+    """A binary 16-bit PGM (maxval 65535); Pillow opens it in mode ``I``."""
+    height, width = values.shape
+    return f"P5\n{width} {height}\n65535\n".encode() + values.astype(">u2").tobytes()
+
+
+def test_pgm16_is_scaled():
+    values = np.zeros((16, 48), dtype=np.uint16)
+    values[:, :16] = 65535
+    values[:, 16:32] = 32896
+    data = pgm16(values)
+    with Image.open(io.BytesIO(data)) as raw:
+        assert raw.mode == "I"
+    pixels = assert_rgb8(decode_image(data), (16, 48))
+    assert (pixels[:, :16] == 255).all()
+    assert (np.abs(pixels[:, 16:32].astype(int) - 128) <= 1).all()
+    assert (pixels[:, 32:] == 0).all()
+
+
+def test_dark_pgm16_is_scaled_too():
+    values = np.full((16, 16), 200, dtype=np.uint16)  # 200 / 65535: black in 8 bits
+    pixels = assert_rgb8(decode_image(pgm16(values)), (16, 16))
+    assert (pixels <= 1).all()

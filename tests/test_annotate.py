@@ -1,0 +1,243 @@
+"""End-to-end runs of the real pipeline (SSD + RapidOCR, filters, Parquet, DuckDB) on
+real photos, through Ray workers on the session's local cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import imagekit
+import pyarrow.parquet as pq
+import pytest
+from conftest import BIN, DEMO_IMAGES, REPO, run_fld, wait_for
+from corpus_tools import all_rows, kept_regions
+
+from engine.config import load_config
+from engine.query import connect
+from engine.schemas import ROW_ID, TABLES
+from pipelines.annotate import annotate_corpus
+
+SHARD_SIZE = 1  # one image per shard: every run below batches each image alone
+
+
+def iou(a: dict, b: dict) -> float:
+    ix = max(0.0, min(a["x1"], b["x1"]) - max(a["x0"], b["x0"]))
+    iy = max(0.0, min(a["y1"], b["y1"]) - max(a["y0"], b["y0"]))
+    inter = ix * iy
+    area = lambda r: (r["x1"] - r["x0"]) * (r["y1"] - r["y0"])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+@pytest.fixture(scope="module")
+def demo_corpus(ray_session, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "corpus"
+    config = load_config(None, [f"run.shard_size={SHARD_SIZE}", "run.workers=2"])
+    summary = annotate_corpus(config, str(DEMO_IMAGES), str(out), show_progress=False)
+    assert summary.shards_run == summary.n_shards == len(list(DEMO_IMAGES.iterdir()))
+    return out
+
+
+def test_bus_photo_has_bus_and_people(demo_corpus):
+    regions = kept_regions(demo_corpus, "bus.jpg")
+    labels = [r["label"] for r in regions if r["kind"] == "object"]
+    assert "bus" in labels
+    assert labels.count("person") >= 3
+    assert all(r["source"] == "ssd_coco@1" for r in regions if r["kind"] == "object")
+
+
+def test_rendered_sign_is_read_by_ocr(demo_corpus):
+    regions = [r for r in kept_regions(demo_corpus, "sign.png") if r["kind"] == "ocr"]
+    texts = {normalise(r["label"]) for r in regions}
+    assert {"FRESHBREAD", "OPENDAILY"} <= texts
+    for region in regions:
+        assert region["source"] == "rapidocr@1"
+        assert len(region["quad"]) == 8
+        xs, ys = region["quad"][0::2], region["quad"][1::2]
+        # clockwise from top-left: TL is left of TR, BR is below TR
+        assert xs[0] < xs[1] and ys[2] > ys[1]
+        assert min(xs) >= region["x0"] - 1 and max(xs) <= region["x1"] + 1
+
+
+def test_tables_follow_the_contract(demo_corpus):
+    iteration_dir = demo_corpus / "iteration=0"
+    assert (iteration_dir / "_COMMITTED").exists()
+    n_shards = len(list(DEMO_IMAGES.iterdir()))
+    assert len(list((iteration_dir / "_shards").glob("*.json"))) == n_shards
+    for table, schema in TABLES.items():
+        files = sorted((iteration_dir / table).glob("shard=*.parquet"))
+        assert len(files) == n_shards
+        for file in files:
+            assert pq.read_schema(file).equals(schema, check_metadata=False)
+    connection = connect(demo_corpus)
+    for table, row_id in ROW_ID.items():
+        total, distinct = connection.execute(
+            f"SELECT count(*), count(DISTINCT {row_id}) FROM {table}"
+        ).fetchall()[0]
+        assert total == distinct
+    bad_boxes = connection.execute(
+        "SELECT count(*) FROM regions r JOIN images i USING (image_id) "
+        "WHERE r.kept AND NOT (0 <= x0 AND x0 < x1 AND x1 <= i.width AND 0 <= y0 AND y0 < y1 AND y1 <= i.height)"
+    ).fetchall()[0][0]
+    assert bad_boxes == 0
+    dropped_without_reason = connection.execute(
+        "SELECT count(*) FROM regions WHERE (NOT kept AND drop_reason IS NULL) OR (kept AND drop_reason IS NOT NULL)"
+    ).fetchall()[0][0]
+    assert dropped_without_reason == 0
+    info = json.loads((iteration_dir / "run.json").read_text())
+    assert info["annotators"] == ["ssd_coco@1", "rapidocr@1"]
+    assert info["counts"]["rows"]["images"] == n_shards
+    assert "ray" in info["packages"] and info["config"]["run"]["shard_size"] == SHARD_SIZE
+    image_sizes = connection.sql(
+        "SELECT uri, width, height, bytes FROM images ORDER BY uri"
+    ).fetchall()
+    bus = next(row for row in image_sizes if row[0].endswith("bus.jpg"))
+    assert bus[1:] == (810, 1080, (DEMO_IMAGES / "bus.jpg").stat().st_size)
+
+
+def test_rerun_of_committed_corpus_does_nothing(demo_corpus, ray_address):
+    before = {
+        p: hashlib.sha256(p.read_bytes()).hexdigest() for p in demo_corpus.rglob("*") if p.is_file()
+    }
+    result = run_fld("run", str(DEMO_IMAGES), "--out", str(demo_corpus), "--shard-size", str(SHARD_SIZE),
+                     "--address", ray_address)  # fmt: skip
+    assert "nothing to do" in result.stdout
+    after = {
+        p: hashlib.sha256(p.read_bytes()).hexdigest() for p in demo_corpus.rglob("*") if p.is_file()
+    }
+    assert before == after
+
+
+def test_mixed_folder_bad_files_become_errors_and_odd_modes_match(
+    demo_corpus, ray_address, tmp_path
+):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(DEMO_IMAGES / "bus.jpg", folder / "bus.jpg")
+    shutil.copy(DEMO_IMAGES / "sign.png", folder / "sign.png")
+    odd = {
+        "bus_exif6.jpg": imagekit.exif_rotated_jpeg(None, orientation=6),
+        "bus_cmyk.jpg": imagekit.cmyk_jpeg(None),
+        "bus_16bit.png": imagekit.png16(None),
+    }
+    bad = {
+        "empty.jpg": (imagekit.zero_bytes(), "empty"),
+        "truncated.jpg": (imagekit.truncated_jpeg(), "truncated"),
+        "random.png": (imagekit.random_bytes(), "not_an_image"),
+        "notes.txt": (imagekit.text_file(), "not_an_image"),
+        "bomb.png": (imagekit.decompression_bomb_png(), "decompression_bomb"),
+        "tiny.png": (imagekit.tiny_png(8), "too_small"),
+    }
+    for name, data in odd.items():
+        (folder / name).write_bytes(data)
+    for name, (data, _) in bad.items():
+        (folder / name).write_bytes(data)
+    out = tmp_path / "corpus"
+    result = run_fld("run", str(folder), "--out", str(out), "--shard-size", str(SHARD_SIZE),
+                     "--address", ray_address, "--quiet")  # fmt: skip
+    assert result.returncode == 0
+    connection = connect(out)
+    errors = dict(
+        connection.sql("SELECT regexp_extract(uri, '[^/]+$'), error_type FROM errors").fetchall()
+    )
+    assert errors == {name: error_type for name, (_, error_type) in bad.items()}
+    stages = {row[0] for row in connection.sql("SELECT DISTINCT stage FROM errors").fetchall()}
+    assert stages == {"decode"}
+
+    # The good files' rows are identical to those of the run without bad files.
+    for file_name in ("bus.jpg", "sign.png"):
+        assert strip_corpus(kept_or_not(out, file_name)) == strip_corpus(
+            kept_or_not(demo_corpus, file_name)
+        )
+
+    upright = [r for r in kept_regions(out, "bus.jpg") if r["kind"] == "object"]
+    for variant in odd:
+        regions = [r for r in kept_regions(out, variant) if r["kind"] == "object"]
+        assert sorted(r["label"] for r in regions) == sorted(r["label"] for r in upright), variant
+        if variant == "bus_exif6.jpg":
+            for region in upright:
+                best = max(
+                    iou(region, other) for other in regions if other["label"] == region["label"]
+                )
+                assert best >= 0.9, (region["label"], best)
+
+
+def kept_or_not(corpus: Path, file_name: str) -> list[tuple]:
+    connection = connect(corpus)
+    return connection.execute(
+        "SELECT r.* FROM regions r JOIN images i USING (image_id) WHERE i.uri LIKE '%/' || ? ORDER BY region_id",
+        [file_name],
+    ).fetchall()
+
+
+def strip_corpus(rows: list[tuple]) -> list[tuple]:
+    return [tuple(round(v, 3) if isinstance(v, float) else v for v in row) for row in rows]
+
+
+def test_killed_driver_resumes_to_identical_rows(demo_corpus, ray_address, tmp_path):
+    out = tmp_path / "corpus"
+    command = [str(BIN / "fld"), "run", str(DEMO_IMAGES), "--out", str(out),
+               "--shard-size", str(SHARD_SIZE), "--address", ray_address, "--quiet"]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    markers = out / "iteration=0" / "_shards"
+    try:
+        assert wait_for(
+            lambda: markers.is_dir() and len(list(markers.glob("*.json"))) >= 2, timeout=240
+        )
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    written = len(list(markers.glob("*.json")))
+    n_shards = len(list(DEMO_IMAGES.iterdir()))
+    assert written < n_shards, "the driver finished before it was killed; nothing was tested"
+    assert not (out / "iteration=0" / "_COMMITTED").exists()
+    # An uncommitted iteration is invisible to readers.
+    assert connect(out).execute("SELECT count(*) FROM regions").fetchall()[0][0] == 0
+
+    result = run_fld(*command[1:])
+    assert f"{written} resumed" in result.stdout
+    assert all_rows(out) == all_rows(demo_corpus)
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_in_process_executor_gives_the_same_rows(demo_corpus, tmp_path):
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("zidane.jpg", "sign.png"):
+        shutil.copy(DEMO_IMAGES / name, folder / name)
+    out = tmp_path / "corpus"
+    config = load_config(None, [f"run.shard_size={SHARD_SIZE}", "run.executor=local"])
+    annotate_corpus(config, str(folder), str(out), show_progress=False)
+    for name in ("zidane.jpg", "sign.png"):
+        assert strip_corpus(kept_or_not(out, name)) == strip_corpus(kept_or_not(demo_corpus, name))
+
+
+def test_cli_stats_sql_and_show(demo_corpus, tmp_path):
+    stats = run_fld("stats", str(demo_corpus)).stdout
+    assert "regions per kind" in stats and "person" in stats and "low_score" in stats
+    sql = run_fld(
+        "sql",
+        str(demo_corpus),
+        "SELECT label, count(*) AS n FROM regions WHERE kept AND label = 'bus' GROUP BY label",
+        "--format",
+        "csv",
+    ).stdout
+    assert sql.splitlines() == ["label,n", "bus,1"]
+    png = tmp_path / "bus.png"
+    result = run_fld("show", str(demo_corpus), "bus.jpg", "--out", str(png))
+    assert png.exists() and "regions" in result.stdout
+    from PIL import Image
+
+    drawn = Image.open(png)
+    assert drawn.width > 810 and drawn.height >= 1080  # the photo plus a legend strip
+    bad = run_fld("show", str(demo_corpus), "no-such-image.jpg", "--out", str(png), check=False)
+    assert bad.returncode == 2 and "no image matching" in bad.stderr
