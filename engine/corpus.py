@@ -53,6 +53,21 @@ def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     os.replace(temporary, path)
 
 
+def check_same_plan(recorded: dict, plan: dict, where: Path) -> None:
+    """An iteration started (or committed) over other inputs, shard size or config cannot
+    be resumed with this one: its shards would not match."""
+    if recorded.get("fingerprint") != plan.get("fingerprint"):
+        what = "other inputs or another shard size"
+    elif recorded.get("config_hash") != plan.get("config_hash"):
+        what = "another config (settings that change the rows)"
+    else:
+        return
+    raise CorpusError(
+        f"{where} was started over {what}; rerun with the same input and config to resume, "
+        "or write to a new --out (or another run.iteration)"
+    )
+
+
 class Corpus:
     """A corpus folder: iterations side by side, models beside them."""
 
@@ -103,13 +118,7 @@ class IterationWriter:
         an earlier, unfinished run of this iteration recorded (its shards would not match)."""
         plan_path = self.path / PLAN
         if plan_path.exists():
-            recorded = json.loads(plan_path.read_text())
-            if recorded.get("fingerprint") != plan.get("fingerprint"):
-                raise CorpusError(
-                    f"{self.path} holds a run over different inputs or shard size "
-                    f"(plan {recorded.get('fingerprint')} vs {plan.get('fingerprint')}); "
-                    "write to a new --out, or delete that iteration folder"
-                )
+            check_same_plan(json.loads(plan_path.read_text()), plan, self.path)
         for table in TABLES:
             (self.path / table).mkdir(parents=True, exist_ok=True)
         self.markers_dir.mkdir(parents=True, exist_ok=True)

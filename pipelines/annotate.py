@@ -14,6 +14,8 @@ arrives, and commits the iteration (``run.json``, then ``_COMMITTED``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import socket
@@ -28,7 +30,7 @@ from tqdm import tqdm
 
 import engine
 from engine.config import EngineConfig
-from engine.corpus import Corpus, CorpusError, IterationWriter
+from engine.corpus import Corpus, IterationWriter, check_same_plan
 from engine.executors import make_executor
 from engine.imaging import DecodeLimits, ImageError, decode_image
 from engine.records import ErrorRecord, Sample, content_id, error_row
@@ -231,6 +233,15 @@ def sum_markers(markers: list[dict]) -> dict:
     return summary
 
 
+def output_config_hash(config: EngineConfig) -> str:
+    """Hash of every setting that can change the rows written (not where or how many
+    workers run them): a resumed run must not mix shards made under two configs."""
+    settings = config.to_dict()
+    for key in ("workers", "address", "executor"):
+        settings["run"].pop(key, None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass
 class RunSummary:
     corpus: str
@@ -257,18 +268,14 @@ def annotate_corpus(
     plan = {
         "input": str(input_path),
         "fingerprint": fingerprint(uris, config.run.shard_size),
+        "config_hash": output_config_hash(config),
         "n_inputs": len(uris),
         "n_shards": len(shards),
         "shard_size": config.run.shard_size,
     }
     writer = IterationWriter(corpus, iteration)
     if corpus.is_committed(iteration):
-        recorded = writer.recorded_plan() or {}
-        if recorded.get("fingerprint") != plan["fingerprint"]:
-            raise CorpusError(
-                f"iteration {iteration} of {out} is already committed over other inputs "
-                f"or another shard size; write to a new --out or pick another run.iteration"
-            )
+        check_same_plan(writer.recorded_plan() or {}, plan, writer.path)
         info = corpus.run_info(iteration)
         return RunSummary(
             out, iteration, len(uris), len(shards), len(shards), 0, time.time() - started,
