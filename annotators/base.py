@@ -19,15 +19,20 @@ from typing import ClassVar
 import numpy as np
 from pydantic import ConfigDict
 
-from engine.records import Region
+from engine.records import Region, Sample
 
 STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
 class Annotator:
+    """Region annotators (``stage = "regions"``) see the decoded images before any
+    filter; sample annotators (``stage = "samples"``, see ``SampleAnnotator``) run after
+    the region filters and see each image's kept regions."""
+
     name: ClassVar[str]
     version: ClassVar[str]
     resources: ClassVar[dict] = {"num_cpus": 1}
+    stage: ClassVar[str] = "regions"
 
     @property
     def source(self) -> str:
@@ -37,4 +42,15 @@ class Annotator:
         """Load the model. Called once per worker before the first batch."""
 
     def annotate(self, images: list[np.ndarray]) -> list[list[Region]]:
+        raise NotImplementedError
+
+
+class SampleAnnotator(Annotator):
+    """Annotates whole samples after the region filters: captioners (append ``Text`` to
+    ``sample.texts``), dense region captioners (append ``dense`` regions), grounding.
+    ``annotate_samples`` mutates the samples of a batch in place."""
+
+    stage: ClassVar[str] = "samples"
+
+    def annotate_samples(self, samples: list[Sample]) -> None:
         raise NotImplementedError

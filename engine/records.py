@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 REGION_KINDS = ("object", "ocr", "dense", "proposal")
+GRANULARITIES = ("brief", "detailed", "more_detailed")
 
 
 def content_id(data: bytes) -> str:
@@ -60,6 +61,35 @@ class Region:
 
 
 @dataclass
+class Text:
+    """One description of a whole image. ``score`` in [0, 1] (a captioner's mean token
+    probability, or 1.0 for texts composed from kept regions). The ``n_*`` and
+    ``*_complexity`` fields are filled by the spaCy complexity filter."""
+
+    granularity: str
+    text: str
+    source: str
+    score: float = 1.0
+    n_objects: int | None = None
+    n_attributes: int | None = None
+    n_actions: int | None = None
+    object_complexity: float | None = None
+    action_complexity: float | None = None
+    object_complexity_diht: float | None = None
+    action_complexity_diht: float | None = None
+    kept: bool = True
+    drop_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity {self.granularity!r} is not one of {GRANULARITIES}")
+
+    def drop(self, reason: str) -> None:
+        self.kept = False
+        self.drop_reason = reason
+
+
+@dataclass
 class ErrorRecord:
     """One input (or one image at one stage) that could not be used, and why."""
 
@@ -83,6 +113,11 @@ class Sample:
     format: str | None
     n_bytes: int
     regions: list[Region] = field(default_factory=list)
+    texts: list[Text] = field(default_factory=list)
+
+    @property
+    def kept_regions(self) -> list[Region]:
+        return [region for region in self.regions if region.kept]
 
     @property
     def width(self) -> int:
@@ -128,6 +163,30 @@ class Sample:
                 }
             )
         return rows
+
+
+    def text_rows(self, iteration: int) -> list[dict]:
+        return [
+            {
+                "text_id": f"{self.image_id[:16]}:{iteration}:t{index}",
+                "image_id": self.image_id,
+                "iteration": iteration,
+                "granularity": text.granularity,
+                "text": text.text,
+                "source": text.source,
+                "score": min(max(float(text.score), 0.0), 1.0),
+                "n_objects": text.n_objects,
+                "n_attributes": text.n_attributes,
+                "n_actions": text.n_actions,
+                "object_complexity": text.object_complexity,
+                "action_complexity": text.action_complexity,
+                "object_complexity_diht": text.object_complexity_diht,
+                "action_complexity_diht": text.action_complexity_diht,
+                "kept": text.kept,
+                "drop_reason": text.drop_reason,
+            }
+            for index, text in enumerate(self.texts)
+        ]
 
 
 def error_row(error: ErrorRecord, iteration: int) -> dict:

@@ -53,6 +53,10 @@ TEXTS = pa.schema(
         pa.field("n_actions", pa.int32()),
         pa.field("object_complexity", pa.float32()),
         pa.field("action_complexity", pa.float32()),
+        # The same two measures under DiHT's definition (largest number of children of a
+        # token) beside FLD-5B's (degree in the undirected dependency tree).
+        pa.field("object_complexity_diht", pa.float32()),
+        pa.field("action_complexity_diht", pa.float32()),
         pa.field("kept", pa.bool_(), nullable=False),
         pa.field("drop_reason", pa.string()),
     ]

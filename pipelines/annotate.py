@@ -86,21 +86,31 @@ class ShardProcessor:
         batch_size = self.config.run.batch_size
         for start in range(0, len(samples), batch_size):
             batch = samples[start : start + batch_size]
-            for annotator in self.annotators:
+            # Region annotators see raw images; region filters; then annotators that work
+            # from kept regions (captioners, dense captions); then text filters.
+            for step in self.ordered_steps():
                 began = time.perf_counter()
-                annotate_batch(annotator, batch, errors)
-                timings[annotator.source] += time.perf_counter() - began
-            for region_filter in self.filters:
-                began = time.perf_counter()
-                for sample in batch:
-                    region_filter.apply(sample)
-                timings[f"filter:{region_filter.name}"] += time.perf_counter() - began
+                if hasattr(step, "apply_batch"):
+                    step.apply_batch(batch)
+                    timings[f"filter:{step.name}"] += time.perf_counter() - began
+                else:
+                    annotate_batch(step, batch, errors)
+                    timings[step.source] += time.perf_counter() - began
         began = time.perf_counter()
         tables = self.to_tables(samples, errors)
         timings["to_arrow"] += time.perf_counter() - began
         marker = shard_marker(shard, tables, timings)
         marker["filter_counts"] = {f.name: dict(f.counts) for f in self.filters}
         return ShardResult(shard=shard, tables=tables, marker=marker)
+
+    def ordered_steps(self) -> list:
+        """Region annotators, region filters, sample annotators, text filters."""
+        return (
+            [a for a in self.annotators if a.stage == "regions"]
+            + [f for f in self.filters if f.target == "regions"]
+            + [a for a in self.annotators if a.stage == "samples"]
+            + [f for f in self.filters if f.target == "texts"]
+        )
 
     def load(self, shard: Shard, errors: list[ErrorRecord], timings: Counter) -> list[Sample]:
         """Read and decode every input of a shard; bad ones become errors."""
@@ -145,36 +155,44 @@ class ShardProcessor:
         for sample in samples:
             rows["images"].append(sample.image_row(iteration))
             rows["regions"].extend(sample.region_rows(iteration))
+            rows["texts"].extend(sample.text_rows(iteration))
         rows["errors"] = [error_row(error, iteration) for error in errors]
         return {name: table_from_rows(name, rows.get(name, [])) for name in TABLES}
 
 
-def annotate_batch(annotator, batch: list[Sample], errors: list[ErrorRecord]) -> None:
-    """Run one annotator on a batch; if the batch call fails, retry image by image so
-    that one bad image costs only its own rows."""
-    if not batch:
-        return
-    try:
+def run_annotator(annotator, batch: list[Sample]) -> None:
+    if annotator.stage == "regions":
         per_image = annotator.annotate([sample.pixels for sample in batch])
         for sample, regions in zip(batch, per_image, strict=True):
             sample.regions.extend(regions)
+    else:
+        annotator.annotate_samples(batch)
+
+
+def annotate_batch(annotator, batch: list[Sample], errors: list[ErrorRecord]) -> None:
+    """Run one annotator on a batch; if the batch call fails, undo what it added and
+    retry image by image, so that one bad image costs only its own rows."""
+    if not batch:
         return
-    except Exception:  # noqa: BLE001 - isolate the failing image below
-        if len(batch) == 1:
-            pass
-        else:
-            for sample in batch:
-                annotate_batch(annotator, [sample], errors)
-            return
+    sizes = [(len(sample.regions), len(sample.texts)) for sample in batch]
     try:
-        batch[0].regions.extend(annotator.annotate([batch[0].pixels])[0])
-    except Exception as exc:  # noqa: BLE001 - one errors row, the run goes on
-        message = f"{type(exc).__name__}: {exc}"[:2000]
-        errors.append(
-            ErrorRecord(
-                batch[0].uri, annotator.source, "annotator_failed", message, batch[0].image_id
+        run_annotator(annotator, batch)
+        return
+    except Exception as exc:  # noqa: BLE001 - isolate the failing image below
+        for sample, (n_regions, n_texts) in zip(batch, sizes, strict=True):
+            del sample.regions[n_regions:]
+            del sample.texts[n_texts:]
+        if len(batch) == 1:
+            message = f"{type(exc).__name__}: {exc}"[:2000]
+            sample = batch[0]
+            errors.append(
+                ErrorRecord(
+                    sample.uri, annotator.source, "annotator_failed", message, sample.image_id
+                )
             )
-        )
+            return
+    for sample in batch:
+        annotate_batch(annotator, [sample], errors)
 
 
 def shard_marker(shard: Shard, tables: dict[str, pa.Table], timings: Counter) -> dict:

@@ -313,5 +313,5 @@ def test_base_apply_rejects_wrong_number_of_decisions():
         def decide(self, sample, regions):
             return [True]
 
-    with pytest.raises(RuntimeError, match="2 regions"):
+    with pytest.raises(RuntimeError, match="for 2 items"):
         Broken().apply(make_sample([box(), box()]))
