@@ -12,6 +12,9 @@ REGISTRY: dict[str, str] = {
     "ssd_coco": "annotators.ssd_coco:SSDCocoDetector",
     "yolo": "annotators.yolo:YoloDetector",
     "rapidocr": "annotators.rapidocr_ocr:RapidOCRReader",
+    "region_captioner": "annotators.region_captioner:RegionCaptioner",
+    "dense_captioner": "annotators.dense_captioner:DenseRegionCaptioner",
+    "hf_captioner": "annotators.hf_captioner:HFCaptioner",
 }
 
 

@@ -100,6 +100,7 @@ class FiltersConfig(Strict):
     geometry: FilterSpec = FilterSpec()
     confidence: FilterSpec = FilterSpec()
     nms: FilterSpec = FilterSpec()
+    text_complexity: FilterSpec = FilterSpec()
 
     @field_validator(*FILTERS)
     @classmethod

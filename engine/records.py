@@ -164,7 +164,6 @@ class Sample:
             )
         return rows
 
-
     def text_rows(self, iteration: int) -> list[dict]:
         return [
             {

@@ -1,7 +1,8 @@
 """Filters, one file per family, registered here by their config key.
 
-They run in the order of ``REGISTRY``: geometry (clip, then size and area), confidence,
-then NMS, each on the rows the previous ones kept.
+Region filters run in the order of ``REGISTRY``: geometry (clip, then size and area),
+confidence, then NMS, each on the rows the previous ones kept; text filters
+(``text_complexity``) run after the captioners.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "geometry": "filters.geometry:GeometryFilter",
     "confidence": "filters.confidence:ConfidenceFilter",
     "nms": "filters.nms:NMSFilter",
+    "text_complexity": "filters.text_complexity:TextComplexityFilter",
 }
 
 

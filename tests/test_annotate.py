@@ -94,7 +94,12 @@ def test_tables_follow_the_contract(demo_corpus):
     ).fetchall()[0][0]
     assert dropped_without_reason == 0
     info = json.loads((iteration_dir / "run.json").read_text())
-    assert info["annotators"] == ["ssd_coco@1", "rapidocr@1"]
+    assert info["annotators"] == [
+        "ssd_coco@1",
+        "rapidocr@1",
+        "dense_captioner@1",
+        "region_captioner@1",
+    ]
     assert info["counts"]["rows"]["images"] == n_shards
     assert "ray" in info["packages"] and info["config"]["run"]["shard_size"] == SHARD_SIZE
     image_sizes = connection.sql(

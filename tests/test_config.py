@@ -15,6 +15,7 @@ from engine.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_c
 from filters.confidence import ConfidenceFilter
 from filters.geometry import GeometryFilter
 from filters.nms import NMSFilter
+from filters.text_complexity import TextComplexityFilter
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_IMAGES = REPO / "demo" / "images"
@@ -32,12 +33,27 @@ def write_yaml(path: Path, tree) -> Path:
 def test_default_config_validates_and_builds():
     config = load_config()
     assert isinstance(config, EngineConfig)
-    assert [spec.name for spec in config.annotators] == ["ssd_coco", "rapidocr"]
+    assert [spec.name for spec in config.annotators] == [
+        "ssd_coco",
+        "rapidocr",
+        "dense_captioner",
+        "region_captioner",
+    ]
     annotators = [spec.build() for spec in config.annotators]  # builds, loads no model
-    assert [type(a).__name__ for a in annotators] == ["SSDCocoDetector", "RapidOCRReader"]
+    assert [type(a).__name__ for a in annotators] == [
+        "SSDCocoDetector",
+        "RapidOCRReader",
+        "DenseRegionCaptioner",
+        "RegionCaptioner",
+    ]
     assert all(a.source.endswith(f"@{a.version}") for a in annotators)
     filters = config.filters.build()
-    assert [type(f) for f in filters] == [GeometryFilter, ConfidenceFilter, NMSFilter]
+    assert [type(f) for f in filters] == [
+        GeometryFilter,
+        ConfidenceFilter,
+        NMSFilter,
+        TextComplexityFilter,
+    ]
     assert filters[2].iou_threshold == 0.5
     assert config.run.executor == "ray"
     # the resolved config round-trips through its own validation
@@ -76,6 +92,7 @@ def test_override_values_are_yaml():
             "filters.nms.kinds=[object]",
             "filters.nms.class_agnostic=true",
             "filters.geometry.enabled=false",
+            "filters.text_complexity.enabled=false",
             "input.parquet_column=null",
         ],
     )
@@ -104,6 +121,7 @@ def test_config_file_and_overrides_combine(tmp_path):
         GeometryFilter,
         ConfidenceFilter,
         NMSFilter,
+        TextComplexityFilter,
     ]
 
 
