@@ -246,3 +246,40 @@ def test_cli_stats_sql_and_show(demo_corpus, tmp_path):
     assert drawn.width > 810 and drawn.height >= 1080  # the photo plus a legend strip
     bad = run_fld("show", str(demo_corpus), "no-such-image.jpg", "--out", str(png), check=False)
     assert bad.returncode == 2 and "no image matching" in bad.stderr
+
+
+def test_every_demo_image_has_kept_texts_at_three_granularities(demo_corpus):
+    connection = connect(demo_corpus)
+    missing = connection.execute(
+        "SELECT i.uri, g.granularity FROM images i CROSS JOIN "
+        "(SELECT unnest(['brief', 'detailed', 'more_detailed']) AS granularity) g "
+        "WHERE NOT EXISTS (SELECT 1 FROM texts t WHERE t.image_id = i.image_id "
+        "AND t.granularity = g.granularity AND t.kept)"
+    ).fetchall()
+    assert missing == []
+    sign = connection.execute(
+        "SELECT t.text FROM texts t JOIN images i USING (image_id) "
+        "WHERE i.uri LIKE '%/sign.png' AND t.granularity = 'detailed'"
+    ).fetchall()[0][0]
+    assert "FRESH BREAD" in sign and "OPEN DAILY" in sign  # OCR text reaches the description
+    bus_dense = connection.execute(
+        "SELECT r.label FROM regions r JOIN images i USING (image_id) "
+        "WHERE i.uri LIKE '%/bus.jpg' AND r.kind = 'dense' AND r.kept"
+    ).fetchall()
+    assert any(label.endswith("bus in the center") and "blue" in label for (label,) in bus_dense)
+
+
+def test_text_statistics_rise_from_brief_to_more_detailed(demo_corpus):
+    result = run_fld(
+        "sql", str(demo_corpus),
+        "SELECT granularity, avg(n_objects) AS objects, avg(n_attributes) AS attributes, "
+        "avg(n_actions) AS actions FROM texts WHERE kept GROUP BY granularity",
+        "--format", "csv",
+    ).stdout  # fmt: skip
+    rows = {
+        line.split(",")[0]: [float(v) for v in line.split(",")[1:]]
+        for line in result.splitlines()[1:]
+    }
+    brief, detailed, more = rows["brief"], rows["detailed"], rows["more_detailed"]
+    for index in range(3):  # objects, attributes, actions: as in FLD-5B's Table 3
+        assert brief[index] < detailed[index] < more[index], (index, brief, detailed, more)
