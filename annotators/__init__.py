@@ -15,6 +15,9 @@ REGISTRY: dict[str, str] = {
     "region_captioner": "annotators.region_captioner:RegionCaptioner",
     "dense_captioner": "annotators.dense_captioner:DenseRegionCaptioner",
     "hf_captioner": "annotators.hf_captioner:HFCaptioner",
+    "phrase_extractor": "annotators.phrase_extractor:PhraseExtractor",
+    "embedding_grounder": "annotators.embedding_grounder:EmbeddingGrounder",
+    "grabcut_segmenter": "annotators.grabcut_segmenter:GrabCutSegmenter",
 }
 
 

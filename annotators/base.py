@@ -26,7 +26,7 @@ STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 class Annotator:
     """Region annotators (``stage = "regions"``) see the decoded images before any
-    filter; sample annotators (``stage = "samples"``, see ``SampleAnnotator``) run after
+    filter; sample annotators (``SampleAnnotator``, stages ``texts``, ``phrases``, ``masks``) run after
     the region filters and see each image's kept regions."""
 
     name: ClassVar[str]
@@ -46,11 +46,16 @@ class Annotator:
 
 
 class SampleAnnotator(Annotator):
-    """Annotates whole samples after the region filters: captioners (append ``Text`` to
-    ``sample.texts``), dense region captioners (append ``dense`` regions), grounding.
-    ``annotate_samples`` mutates the samples of a batch in place."""
+    """Annotates whole samples after the region filters; ``annotate_samples`` mutates the
+    samples of a batch in place. ``stage`` says when it runs (``pipelines.annotate.STEP_ORDER``):
 
-    stage: ClassVar[str] = "samples"
+    - ``texts``: after the region filters: captioners (append ``Text`` to
+      ``sample.texts``), dense region captioners (append ``dense`` regions);
+    - ``phrases``: after the text filters: phrase extraction and grounding (``sample.phrases``);
+    - ``masks``: after the phrase filters: segmenters (fill ``polygon`` of kept phrase
+      boxes, and of object regions when configured)."""
+
+    stage: ClassVar[str] = "texts"
 
     def annotate_samples(self, samples: list[Sample]) -> None:
         raise NotImplementedError

@@ -101,6 +101,7 @@ class FiltersConfig(Strict):
     confidence: FilterSpec = FilterSpec()
     nms: FilterSpec = FilterSpec()
     text_complexity: FilterSpec = FilterSpec()
+    phrase_confidence: FilterSpec = FilterSpec()
 
     @field_validator(*FILTERS)
     @classmethod

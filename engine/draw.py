@@ -71,7 +71,11 @@ def draw_regions(pixels: np.ndarray, regions: list[dict], title: str = "") -> Im
 
 def with_legend(image: Image.Image, legend: dict, title: str, text_font) -> Image.Image:
     row_height = int(text_font.size * 1.6) if hasattr(text_font, "size") else 18
-    strip_width = max(220, int(image.width * 0.28))
+    longest = max(
+        [text_font.getlength(f"{key} (00)") for key in legend] + [text_font.getlength(title)],
+        default=0,
+    )
+    strip_width = max(220, int(longest + row_height + 30))
     rows = max(len(legend) + 2, 1)
     canvas = Image.new(
         "RGB", (image.width + strip_width, max(image.height, rows * row_height + 10)), "white"
@@ -87,3 +91,37 @@ def with_legend(image: Image.Image, legend: dict, title: str, text_font) -> Imag
     if not legend:
         draw.text((x, 6 + row_height), "(no kept regions)", fill=(0, 0, 0), font=text_font)
     return canvas
+
+
+def draw_phrases(pixels: np.ndarray, phrases: list[dict], title: str = "") -> Image.Image:
+    """Draw phrase rows (dicts with phrase, box {x0..y1}, polygon, score): each phrase
+    wording in its own colour, its boxes outlined and its polygons filled in that colour,
+    with a legend of the phrases."""
+    image = Image.fromarray(pixels).convert("RGB")
+    scale = max(image.width, image.height) / 800
+    line_width = max(2, round(2 * scale))
+    text_font = font(max(12, round(14 * scale)))
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    fill = ImageDraw.Draw(overlay)
+    draw = ImageDraw.Draw(image)
+    legend: dict[str, tuple[int, tuple[int, int, int]]] = {}
+    for row in phrases:
+        if row.get("box") is None:
+            continue
+        key = row["phrase"]
+        colour = label_colour(key)  # the same wording has the same colour across texts
+        count, _ = legend.get(key, (0, colour))
+        legend[key] = (count + 1, colour)
+        box = row["box"]
+        polygon = row.get("polygon") or []
+        if len(polygon) >= 6:
+            fill.polygon(
+                list(zip(polygon[0::2], polygon[1::2], strict=True)),
+                fill=(*colour, 90),
+                outline=(*colour, 255),
+            )
+        draw.rectangle(
+            (box["x0"], box["y0"], box["x1"], box["y1"]), outline=colour, width=line_width
+        )
+    image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+    return with_legend(image, legend, title or "kept phrases", text_font)

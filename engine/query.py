@@ -94,6 +94,18 @@ STATS_QUERIES: dict[str, str] = {
         UNION ALL SELECT iteration, 'texts', drop_reason, count(*) FROM texts WHERE NOT kept GROUP BY ALL
         UNION ALL SELECT iteration, 'phrases', drop_reason, count(*) FROM phrases WHERE NOT kept GROUP BY ALL
         ORDER BY iteration, "table", rows DESC""",
+    "texts per granularity (kept)": """
+        SELECT iteration, granularity, count(*) AS kept, round(avg(n_objects), 2) AS objects,
+               round(avg(n_attributes), 2) AS attributes, round(avg(n_actions), 2) AS actions,
+               round(avg(object_complexity), 2) AS object_complexity,
+               round(avg(action_complexity), 2) AS action_complexity
+        FROM texts WHERE kept GROUP BY ALL ORDER BY iteration, objects""",
+    "phrases: kept and dropped, boxes per grounded phrase": """
+        SELECT iteration, count(DISTINCT phrase_id) AS phrases,
+               count(DISTINCT phrase_id) FILTER (kept) AS grounded_phrases,
+               count(*) FILTER (kept) AS kept_boxes,
+               round(count(*) FILTER (kept) / nullif(count(DISTINCT phrase_id) FILTER (kept), 0), 2) AS boxes_per_phrase
+        FROM phrases GROUP BY ALL ORDER BY iteration""",
     "errors by stage and type": """
         SELECT iteration, stage, error_type, count(*) AS rows
         FROM errors GROUP BY ALL ORDER BY iteration, rows DESC""",

@@ -90,6 +90,36 @@ class Text:
 
 
 @dataclass
+class Phrase:
+    """One (phrase, box) pair of a kept text: a text-phrase-region triplet.
+
+    ``group`` numbers the distinct phrases of a sample (all boxes of one phrase share it,
+    and so share ``phrase_id``); ``char_start``/``char_end`` index ``text.text``.
+    ``box`` is ``(x0, y0, x1, y1)`` in pixels, or None while ungrounded (a phrase that
+    grounds to nothing stays one row with no box, dropped with its reason).
+    ``score``: the grounding score of this box (or the phrase's best, with no box)."""
+
+    text: Text
+    group: int
+    phrase: str
+    char_start: int
+    char_end: int
+    source: str
+    box: tuple[float, float, float, float] | None = None
+    polygon: list[float] = field(default_factory=list)
+    score: float = 0.0
+    kept: bool = True
+    drop_reason: str | None = None
+    plural: bool = False  # the phrase names several things ("three people", "buses")
+    count: int | None = None  # the number it gives, if any
+    head: str = ""  # modifiers + singular head noun, for matching region labels ("person")
+
+    def drop(self, reason: str) -> None:
+        self.kept = False
+        self.drop_reason = reason
+
+
+@dataclass
 class ErrorRecord:
     """One input (or one image at one stage) that could not be used, and why."""
 
@@ -114,6 +144,7 @@ class Sample:
     n_bytes: int
     regions: list[Region] = field(default_factory=list)
     texts: list[Text] = field(default_factory=list)
+    phrases: list[Phrase] = field(default_factory=list)
 
     @property
     def kept_regions(self) -> list[Region]:
@@ -186,6 +217,35 @@ class Sample:
             }
             for index, text in enumerate(self.texts)
         ]
+
+    def phrase_rows(self, iteration: int) -> list[dict]:
+        text_ids = {
+            id(text): f"{self.image_id[:16]}:{iteration}:t{i}" for i, text in enumerate(self.texts)
+        }
+        rows = []
+        for index, phrase in enumerate(self.phrases):
+            box = phrase.box
+            rows.append(
+                {
+                    "triplet_id": f"{self.image_id[:16]}:{iteration}:g{index}",
+                    "phrase_id": f"{self.image_id[:16]}:{iteration}:p{phrase.group}",
+                    "image_id": self.image_id,
+                    "iteration": iteration,
+                    "text_id": text_ids[id(phrase.text)],
+                    "phrase": phrase.phrase,
+                    "char_start": phrase.char_start,
+                    "char_end": phrase.char_end,
+                    "box": None
+                    if box is None
+                    else dict(zip(("x0", "y0", "x1", "y1"), box, strict=True)),
+                    "polygon": phrase.polygon,
+                    "score": min(max(float(phrase.score), 0.0), 1.0),
+                    "source": phrase.source,
+                    "kept": phrase.kept,
+                    "drop_reason": phrase.drop_reason,
+                }
+            )
+        return rows
 
 
 def error_row(error: ErrorRecord, iteration: int) -> dict:

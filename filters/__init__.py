@@ -2,7 +2,8 @@
 
 Region filters run in the order of ``REGISTRY``: geometry (clip, then size and area),
 confidence, then NMS, each on the rows the previous ones kept; text filters
-(``text_complexity``) run after the captioners.
+(``text_complexity``) run after the captioners, phrase filters (``phrase_confidence``)
+after the grounders (see ``pipelines.annotate.STEP_ORDER``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "confidence": "filters.confidence:ConfidenceFilter",
     "nms": "filters.nms:NMSFilter",
     "text_complexity": "filters.text_complexity:TextComplexityFilter",
+    "phrase_confidence": "filters.phrase_confidence:PhraseConfidenceFilter",
 }
 
 

@@ -44,6 +44,20 @@ REPORTED_PACKAGES = (
 )  # fmt: skip
 
 
+# The order of a batch's steps: each stage sees what the earlier ones kept. Region
+# annotators see raw images; captioners see kept regions; phrases come from kept texts;
+# masks from kept phrase boxes.
+STEP_ORDER = (
+    ("annotator", "regions"),
+    ("filter", "regions"),
+    ("annotator", "texts"),
+    ("filter", "texts"),
+    ("annotator", "phrases"),
+    ("filter", "phrases"),
+    ("annotator", "masks"),
+)
+
+
 @dataclass
 class ShardResult:
     shard: Shard
@@ -86,8 +100,6 @@ class ShardProcessor:
         batch_size = self.config.run.batch_size
         for start in range(0, len(samples), batch_size):
             batch = samples[start : start + batch_size]
-            # Region annotators see raw images; region filters; then annotators that work
-            # from kept regions (captioners, dense captions); then text filters.
             for step in self.ordered_steps():
                 began = time.perf_counter()
                 if hasattr(step, "apply_batch"):
@@ -104,13 +116,14 @@ class ShardProcessor:
         return ShardResult(shard=shard, tables=tables, marker=marker)
 
     def ordered_steps(self) -> list:
-        """Region annotators, region filters, sample annotators, text filters."""
-        return (
-            [a for a in self.annotators if a.stage == "regions"]
-            + [f for f in self.filters if f.target == "regions"]
-            + [a for a in self.annotators if a.stage == "samples"]
-            + [f for f in self.filters if f.target == "texts"]
-        )
+        """Steps in ``STEP_ORDER``; within a stage, in config order."""
+        steps = []
+        for role, stage in STEP_ORDER:
+            if role == "annotator":
+                steps += [a for a in self.annotators if a.stage == stage]
+            else:
+                steps += [f for f in self.filters if f.target == stage]
+        return steps
 
     def load(self, shard: Shard, errors: list[ErrorRecord], timings: Counter) -> list[Sample]:
         """Read and decode every input of a shard; bad ones become errors."""
@@ -156,6 +169,7 @@ class ShardProcessor:
             rows["images"].append(sample.image_row(iteration))
             rows["regions"].extend(sample.region_rows(iteration))
             rows["texts"].extend(sample.text_rows(iteration))
+            rows["phrases"].extend(sample.phrase_rows(iteration))
         rows["errors"] = [error_row(error, iteration) for error in errors]
         return {name: table_from_rows(name, rows.get(name, [])) for name in TABLES}
 
@@ -174,14 +188,15 @@ def annotate_batch(annotator, batch: list[Sample], errors: list[ErrorRecord]) ->
     retry image by image, so that one bad image costs only its own rows."""
     if not batch:
         return
-    sizes = [(len(sample.regions), len(sample.texts)) for sample in batch]
+    sizes = [(len(s.regions), len(s.texts), len(s.phrases)) for s in batch]
     try:
         run_annotator(annotator, batch)
         return
     except Exception as exc:  # noqa: BLE001 - isolate the failing image below
-        for sample, (n_regions, n_texts) in zip(batch, sizes, strict=True):
+        for sample, (n_regions, n_texts, n_phrases) in zip(batch, sizes, strict=True):
             del sample.regions[n_regions:]
             del sample.texts[n_texts:]
+            del sample.phrases[n_phrases:]
         if len(batch) == 1:
             message = f"{type(exc).__name__}: {exc}"[:2000]
             sample = batch[0]

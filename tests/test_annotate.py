@@ -99,6 +99,9 @@ def test_tables_follow_the_contract(demo_corpus):
         "rapidocr@1",
         "dense_captioner@1",
         "region_captioner@1",
+        "phrase_extractor@1",
+        "embedding_grounder@1",
+        "grabcut_segmenter@1",
     ]
     assert info["counts"]["rows"]["images"] == n_shards
     assert "ray" in info["packages"] and info["config"]["run"]["shard_size"] == SHARD_SIZE

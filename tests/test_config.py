@@ -15,6 +15,7 @@ from engine.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_c
 from filters.confidence import ConfidenceFilter
 from filters.geometry import GeometryFilter
 from filters.nms import NMSFilter
+from filters.phrase_confidence import PhraseConfidenceFilter
 from filters.text_complexity import TextComplexityFilter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +39,9 @@ def test_default_config_validates_and_builds():
         "rapidocr",
         "dense_captioner",
         "region_captioner",
+        "phrase_extractor",
+        "embedding_grounder",
+        "grabcut_segmenter",
     ]
     annotators = [spec.build() for spec in config.annotators]  # builds, loads no model
     assert [type(a).__name__ for a in annotators] == [
@@ -45,6 +49,9 @@ def test_default_config_validates_and_builds():
         "RapidOCRReader",
         "DenseRegionCaptioner",
         "RegionCaptioner",
+        "PhraseExtractor",
+        "EmbeddingGrounder",
+        "GrabCutSegmenter",
     ]
     assert all(a.source.endswith(f"@{a.version}") for a in annotators)
     filters = config.filters.build()
@@ -53,6 +60,7 @@ def test_default_config_validates_and_builds():
         ConfidenceFilter,
         NMSFilter,
         TextComplexityFilter,
+        PhraseConfidenceFilter,
     ]
     assert filters[2].iou_threshold == 0.5
     assert config.run.executor == "ray"
@@ -93,6 +101,7 @@ def test_override_values_are_yaml():
             "filters.nms.class_agnostic=true",
             "filters.geometry.enabled=false",
             "filters.text_complexity.enabled=false",
+            "filters.phrase_confidence.enabled=false",
             "input.parquet_column=null",
         ],
     )
@@ -122,6 +131,7 @@ def test_config_file_and_overrides_combine(tmp_path):
         ConfidenceFilter,
         NMSFilter,
         TextComplexityFilter,
+        PhraseConfidenceFilter,
     ]
 
 

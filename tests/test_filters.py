@@ -46,7 +46,13 @@ def outcome(sample: Sample) -> list[tuple[bool, str | None]]:
 
 
 def test_registry_resolves_every_filter():
-    assert list(REGISTRY) == ["geometry", "confidence", "nms", "text_complexity"]
+    assert list(REGISTRY) == [
+        "geometry",
+        "confidence",
+        "nms",
+        "text_complexity",
+        "phrase_confidence",
+    ]
     assert filter_class("geometry") is GeometryFilter
     assert filter_class("confidence") is ConfidenceFilter
     assert filter_class("nms") is NMSFilter
