@@ -5,7 +5,10 @@ Fills ``polygon`` of every kept phrase row with a box and no polygon yet (a phra
 grounded to an OCR line already has the line's quad), and, when ``segment_regions``
 is set, of kept ``object`` regions. Each distinct box is segmented once per image.
 GrabCut runs on a crop around the box (the box plus ``margin`` of its size), scaled so
-that its longer side is at most ``max_side`` pixels; polygons are in image pixels.
+that its longer side is at most ``max_side`` pixels, with a fixed RNG seed (so the same
+box always gives the same polygon); polygons are in image pixels, inside the box. A mask
+covering under ``min_fill`` of its box falls back to the convex hull of the foreground,
+then to the box's rectangle.
 """
 
 from __future__ import annotations
@@ -17,8 +20,24 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, SampleAnnotator
-from engine.masks import mask_to_polygon
+from engine.masks import mask_to_polygon, polygon_area
 from engine.records import Sample
+
+
+def box_polygon(box: tuple) -> list[float]:
+    """The box as a clockwise polygon from its top-left corner."""
+    x0, y0, x1, y1 = (round(float(v), 1) for v in box)
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    import cv2
+
+    points = cv2.findNonZero(mask)
+    hull_mask = np.zeros_like(mask)
+    if points is not None and len(points) >= 3:
+        cv2.fillConvexPoly(hull_mask, cv2.convexHull(points), 1)
+    return hull_mask
 
 
 @dataclass(config=STRICT)
@@ -29,6 +48,9 @@ class GrabCutSegmenter(SampleAnnotator):
     segment_regions: also fill ``regions.polygon`` of kept object regions.
     margin: context around the box, as a fraction of its size.
     max_side: longest side of the crop GrabCut works on (speed).
+    min_fill: a mask covering less than this share of its box is not trusted: the
+        convex hull of all foreground pieces is used, or the box's rectangle if that
+        is still smaller.
     """
 
     name: ClassVar[str] = "grabcut_segmenter"
@@ -40,6 +62,7 @@ class GrabCutSegmenter(SampleAnnotator):
     segment_regions: bool = True
     margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
     max_side: Annotated[int, Field(ge=32, le=4096)] = 256
+    min_fill: Annotated[float, Field(ge=0.0, le=1.0)] = 0.15
 
     def annotate_samples(self, samples: list[Sample]) -> None:
         for sample in samples:
@@ -82,16 +105,25 @@ class GrabCutSegmenter(SampleAnnotator):
         mask = np.zeros(small.shape[:2], np.uint8)
         background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         bgr = np.ascontiguousarray(small[:, :, ::-1])
+        # GrabCut seeds its colour models with k-means on OpenCV's global RNG: without a
+        # fixed seed the same box gives a different mask from run to run.
+        cv2.setRNGSeed(0)
         try:
             cv2.grabCut(
                 bgr, mask, rect, background, foreground, self.iterations, cv2.GC_INIT_WITH_RECT
             )
         except cv2.error:
-            return []
+            return box_polygon(box)
         chosen = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+        chosen = cv2.morphologyEx(chosen, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         polygon = mask_to_polygon(chosen, tolerance=self.tolerance * scale)
-        if not polygon:
-            return []
+        box_area = max(rect[2] * rect[3], 1)
+        if polygon_area(polygon) < self.min_fill * box_area:
+            # GrabCut found no coherent object: the largest piece is a sliver. The convex
+            # hull of all foreground pieces, or failing that the box itself, is the mask.
+            polygon = mask_to_polygon(convex_hull_mask(chosen), tolerance=self.tolerance * scale)
+            if polygon_area(polygon) < self.min_fill * box_area:
+                return box_polygon(box)
         points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2) / scale + (cx0, cy0)
         points[:, 0] = points[:, 0].clip(x0, x1)  # GrabCut's mask never leaves its rectangle
         points[:, 1] = points[:, 1].clip(y0, y1)

@@ -20,6 +20,8 @@ OFFLINE_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
     "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # no "Loading weights" bars from every worker
+    "TRANSFORMERS_VERBOSITY": "error",
 }
 
 

@@ -90,6 +90,8 @@ class ShardProcessor:
         self.filters = self.config.filters.build()
         for region_filter in self.filters:
             region_filter.setup()
+        for name in TABLES:  # pyarrow imports pandas on its first from_pylist: not in a shard
+            table_from_rows(name, [])
 
     def process(self, shard: Shard) -> ShardResult:
         timings: Counter = Counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,27 +32,41 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory) -> str:
-    """Start a Ray head on loopback for the session; stop it at the end."""
+    """Start a Ray head on loopback for the session (``ray start --head --block`` in its own
+    process group) and stop exactly that cluster at the end, not any other on the machine."""
     port = free_port()
-    ray_bin = str(BIN / "ray")
     temp_dir = Path("/tmp") / f"fldray{os.getpid()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
+    head = subprocess.Popen(
         [
-            ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-            f"--temp-dir={temp_dir}",
+            str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
+            "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
+            "--disable-usage-stats", f"--temp-dir={temp_dir}",
         ],
-        check=True, env=env, capture_output=True, timeout=120,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     address = f"127.0.0.1:{port}"
+    up = wait_for(lambda: port_open(port) or head.poll() is not None, timeout=120, interval=0.2)
+    if not up or head.poll() is not None:
+        raise RuntimeError(f"ray start --head did not come up on {address}")
+    time.sleep(2)  # the GCS answers before the raylet has registered the node
     yield address
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=60)
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="session")

@@ -286,3 +286,66 @@ def test_text_statistics_rise_from_brief_to_more_detailed(demo_corpus):
     brief, detailed, more = rows["brief"], rows["detailed"], rows["more_detailed"]
     for index in range(3):  # objects, attributes, actions: as in FLD-5B's Table 3
         assert brief[index] < detailed[index] < more[index], (index, brief, detailed, more)
+
+
+def test_bus_phrases_are_grounded_to_bus_and_person_boxes_with_polygons(demo_corpus):
+    from engine.masks import polygon_area
+
+    connection = connect(demo_corpus)
+    rows = connection.execute(
+        "SELECT p.phrase, p.box, p.polygon, r.label FROM phrases p JOIN images i USING (image_id) "
+        "JOIN regions r ON r.image_id = p.image_id AND r.kept AND r.kind = 'object' "
+        "AND r.x0 = p.box.x0 AND r.y0 = p.box.y0 AND r.x1 = p.box.x1 AND r.y1 = p.box.y1 "
+        "WHERE i.uri LIKE '%/bus.jpg' AND p.kept"
+    ).fetchall()
+    by_label: dict[str, set[str]] = {}
+    for phrase, box, polygon, label in rows:
+        by_label.setdefault(label, set()).add(phrase.lower())
+        xs, ys = polygon[0::2], polygon[1::2]
+        assert len(polygon) >= 6, phrase
+        assert min(xs) >= box["x0"] - 1 and max(xs) <= box["x1"] + 1
+        assert min(ys) >= box["y0"] - 1 and max(ys) <= box["y1"] + 1
+        share = polygon_area(polygon) / ((box["x1"] - box["x0"]) * (box["y1"] - box["y0"]))
+        assert 0.15 <= share <= 1.0, (phrase, share)
+    assert any("bus" in phrase for phrase in by_label.get("bus", ())), by_label
+    assert any("people" in phrase or "person" in phrase for phrase in by_label.get("person", ())), (
+        by_label
+    )
+    people = connection.execute(
+        "SELECT count(*) FROM phrases p JOIN images i USING (image_id) "
+        "WHERE i.uri LIKE '%/bus.jpg' AND p.kept AND lower(p.phrase) = 'three people'"
+    ).fetchall()[0][0]
+    assert people >= 3  # a counted phrase grounds to several boxes
+
+
+def test_phrase_questions_answered_in_sql(demo_corpus, tmp_path):
+    dropped = run_fld(
+        "sql", str(demo_corpus),
+        "SELECT drop_reason, count(*) AS n FROM phrases WHERE NOT kept GROUP BY drop_reason ORDER BY n DESC",
+        "--format", "csv",
+    ).stdout.splitlines()  # fmt: skip
+    reasons = {line.split(",")[0] for line in dropped[1:]}
+    assert "blacklist" in reasons and reasons <= {
+        "blacklist",
+        "no_match",
+        "low_score",
+        "low_phrase_score",
+    }
+    per_phrase = run_fld(
+        "sql", str(demo_corpus),
+        "SELECT phrase_id, any_value(phrase) AS phrase, count(*) AS boxes FROM phrases WHERE kept "
+        "GROUP BY phrase_id ORDER BY boxes DESC LIMIT 1",
+        "--format", "csv",
+    ).stdout.splitlines()  # fmt: skip
+    assert int(per_phrase[1].split(",")[-1]) >= 2
+    blacklisted = (
+        connect(demo_corpus)
+        .execute("SELECT DISTINCT lower(phrase) FROM phrases WHERE drop_reason = 'blacklist'")
+        .fetchall()
+    )
+    assert all(box is None for (box,) in connect(demo_corpus).execute(
+        "SELECT box FROM phrases WHERE drop_reason IN ('blacklist', 'no_match')").fetchall())  # fmt: skip
+    assert ("the image",) in blacklisted or ("a photo",) in blacklisted
+    png = tmp_path / "phrases.png"
+    result = run_fld("show", str(demo_corpus), "bus.jpg", "--phrases", "--out", str(png))
+    assert png.exists() and "phrases rows" in result.stdout

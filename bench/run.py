@@ -1,0 +1,456 @@
+"""fld-engine benchmarks (``make bench``): every headline is a ratio of two measurements
+taken in the same run, on the same images, on the same machine.
+
+    .venv/bin/python bench/run.py                 # 48 images
+    .venv/bin/python bench/run.py --quick         # smoke run: 8 images, smaller writer shard
+    .venv/bin/python bench/run.py --only writer   # one benchmark (or a comma list)
+
+Benchmarks:
+
+- ``overhead``: engine wall time / standalone model time. Standalone: read, decode
+  (``engine.imaging.decode_image``) and call the default config's annotators directly (and
+  the filters whose kept rows later annotators read), in the engine's shards and
+  batches, 1 thread, models loaded before the clock starts. Engine:
+  ``annotate_corpus`` with the Ray executor, 1 worker, 1 thread. Two engine figures:
+  (a) total: Ray start + the whole call (actor start, imports, model loading, shards,
+  Parquet writes, commit); (b) steady: from the moment the worker has its models loaded
+  to the end of the call. For batch sizes 1 and 8. Targets: <= 1.10 at batch 1, <= 1.05
+  at batch >= 8.
+- ``scaling``: throughput with 2 workers / with 1 worker (1 thread each), >= 4 shards.
+  Target >= 1.7.
+- ``writer``: ``IterationWriter.write_shard`` rows/s / plain ``pyarrow.parquet.write_table``
+  rows/s on the same synthetic shard (regions with the contract schema). Target >= 0.6.
+
+Results: ``bench/results/<benchmark>.json`` (absolute seconds included) and
+``bench/results/summary.json`` (machine, headlines).
+"""
+
+from __future__ import annotations
+
+import os
+
+# The thread budget of one engine worker, for the standalone loop in this process too; set
+# before numpy, OpenCV or ONNX Runtime are imported.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+for path in (str(REPO), str(BENCH_DIR)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import machine  # noqa: E402
+import workload  # noqa: E402
+import writer_bench  # noqa: E402
+
+from engine.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_config  # noqa: E402
+
+BENCHMARKS = ("overhead", "scaling", "writer")
+RESULTS_DIR = BENCH_DIR / "results"
+THREADS = 1
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def engine_config(
+    ctx: argparse.Namespace, batch_size: int, workers: int, shard_size: int | None = None
+) -> EngineConfig:
+    overrides = [
+        "run.executor=ray",
+        f"run.workers={workers}",
+        f"run.threads_per_worker={THREADS}",
+        f"run.batch_size={batch_size}",
+    ]
+    if shard_size is not None:
+        overrides.append(f"run.shard_size={shard_size}")
+    return load_config(ctx.config_path, overrides)
+
+
+def headline(measure: str, ratio: float, op: str | None = None, target: float | None = None):
+    met = None
+    if op == "<=":
+        met = ratio <= target
+    elif op == ">=":
+        met = ratio >= target
+    return {
+        "measure": measure,
+        "ratio": round(ratio, 4),
+        "target": f"{op} {target:.2f}" if op else None,
+        "met": met,
+    }
+
+
+def median(values) -> float:
+    return statistics.median(list(values))
+
+
+def share(seconds: float, of: float) -> str:
+    return f"{100 * seconds / of:+.1f}%"
+
+
+def write_json(path: Path, payload: dict) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def start_ray() -> float:
+    """Start the local Ray the engine runs reuse; returns the seconds ``ray.init`` took."""
+    import ray
+
+    from engine.offline import apply_offline_env
+
+    env = apply_offline_env()
+    env["OMP_NUM_THREADS"] = str(THREADS)  # as RayExecutor.start_ray does
+    began = time.perf_counter()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": env},
+        logging_level="WARNING",
+    )
+    seconds = time.perf_counter() - began
+    # bench/ is not an installed package: ship TimedShardProcessor's code to the workers.
+    ray.cloudpickle.register_pickle_by_value(workload)
+    return seconds
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def cpu_note(standalone: dict, engine: dict) -> str:
+    """CPU seconds per wall second: 1.0 is one busy core; under 1 the process waited (other
+    load on the machine), over 1 it ran more than one thread."""
+    return (
+        "CPU per wall second (1.00 = one full core): "
+        f"standalone {standalone['cpu_s'] / standalone['wall_s']:.2f}, "
+        f"engine worker {engine['worker_cpu_s'] / engine['worker_busy_s']:.2f}"
+    )
+
+
+def gap_breakdown(standalone: dict, engine: dict, config: EngineConfig) -> dict:
+    """Seconds by which the engine's steady state exceeds the standalone loop, by cause."""
+    s_stages, e_stages = standalone["stage_s"], engine["stage_s"]
+    sources = [spec.build().source for spec in config.annotators]
+
+    def total(stages: dict, keys) -> float:
+        return sum(stages.get(key, 0.0) for key in keys)
+
+    filters = {k for k in (*s_stages, *e_stages) if k.startswith("filter:")}
+    io = ("read", "decode")
+    busy = engine["worker_busy_s"]
+    annotator_s, annotator_e = total(s_stages, sources), total(e_stages, sources)
+    return {
+        "annotator_ratio": annotator_e / annotator_s if annotator_s else float("nan"),
+        "parts": {
+            "annotator calls": annotator_e - annotator_s,
+            "filters": total(e_stages, filters) - total(s_stages, filters),
+            "read+decode": total(e_stages, io) - total(s_stages, io),
+            "to_arrow": e_stages.get("to_arrow", 0.0),
+            "rest of process() (hashing, markers, loop)": busy
+            - sum(e_stages.values())
+            - (standalone["wall_s"] - sum(s_stages.values())),
+            "outside process() (Ray, Parquet writes, commit)": engine["steady_s"] - busy,
+        },
+    }
+
+
+def bench_overhead(ctx: argparse.Namespace) -> dict:
+    headlines, notes, measurements = [], [], {}
+    for batch_size in (1, 8):
+        config = engine_config(ctx, batch_size, workers=1)
+        runs = []
+        for repeat in range(ctx.repeats):
+            standalone = workload.run_standalone(config, ctx.images_dir)
+            engine = workload.run_engine(
+                config, ctx.images_dir, ctx.tmp / f"overhead-b{batch_size}-r{repeat}"
+            )
+            runs.append({"standalone": standalone, "engine": engine})
+            same = all(engine[k] == standalone[k] for k in ("n_images", "n_regions", "n_texts"))
+            if not same or engine["n_errors"]:
+                notes.append(
+                    f"batch {batch_size}: WARNING not the same work: engine wrote "
+                    f"{engine['n_images']} images, {engine['n_regions']} regions, "
+                    f"{engine['n_texts']} texts, {engine['n_errors']} errors; standalone made "
+                    f"{standalone['n_images']}, {standalone['n_regions']}, {standalone['n_texts']}"
+                )
+        base = median(r["standalone"]["wall_s"] for r in runs)
+        total = median(ctx.ray_init_s + r["engine"]["wall_s"] for r in runs)
+        steady = median(r["engine"]["steady_s"] for r in runs)
+        target = 1.10 if batch_size == 1 else 1.05
+        headlines.append(headline(f"batch {batch_size}: engine total (a) / standalone", total / base, "<=", target))  # fmt: skip
+        headlines.append(headline(f"batch {batch_size}: engine steady (b) / standalone", steady / base, "<=", target))  # fmt: skip
+
+        # Where the steady-state gap goes (first repeat), as shares of the standalone time.
+        run = runs[0]
+        gap = gap_breakdown(run["standalone"], run["engine"], config)
+        standalone_wall = run["standalone"]["wall_s"]
+        headlines.append(headline(f"batch {batch_size}: annotator time in worker / standalone", gap["annotator_ratio"]))  # fmt: skip
+        startup = ctx.ray_init_s + run["engine"]["until_first_shard_s"]
+        parts = ", ".join(
+            f"{label} {share(seconds, standalone_wall)}" for label, seconds in gap["parts"].items()
+        )
+        notes.append(
+            f"batch {batch_size}: startup before the first shard = "
+            f"{startup / standalone_wall:.2f}x the standalone time (ray.init "
+            f"{ctx.ray_init_s:.1f}s + actor start, imports, model loading "
+            f"{run['engine']['until_first_shard_s']:.1f}s); steady gap "
+            f"{share(run['engine']['steady_s'] - standalone_wall, standalone_wall)} = {parts}; "
+            f"{cpu_note(run['standalone'], run['engine'])}"
+        )
+        measurements[f"batch_{batch_size}"] = {
+            "ray_init_s": ctx.ray_init_s,
+            "runs": runs,
+            "median_standalone_s": base,
+            "median_engine_total_s": total,
+            "median_engine_steady_s": steady,
+            "steady_gap_s_first_run": gap["parts"],
+        }
+    notes.insert(
+        0,
+        "overhead: standalone = read + decode + the configured annotators (and the filters whose "
+        "kept rows later annotators read) called directly in a loop, same shards, batches and "
+        "order, 1 thread, models loaded untimed; (a) total = ray.init + the whole "
+        "annotate_corpus call (actor start, imports, model loading, shards, Parquet writes, "
+        "commit); (b) steady = from the worker having its models loaded to the end of the "
+        "call. Only the engine hashes for image_id, checks duplicates, isolates failures per "
+        "image, builds Arrow tables and writes Parquet.",
+    )
+    return {"headlines": headlines, "notes": notes, "measurements": measurements}
+
+
+def bench_scaling(ctx: argparse.Namespace) -> dict:
+    shard_size = max(1, ctx.n_images // 8)
+    n_shards = -(-ctx.n_images // shard_size)
+    results: dict[int, list[dict]] = {}
+    for workers in (1, 2):
+        config = engine_config(ctx, 8, workers=workers, shard_size=shard_size)
+        results[workers] = [
+            workload.run_engine(config, ctx.images_dir, ctx.tmp / f"scaling-w{workers}-r{repeat}")
+            for repeat in range(ctx.repeats)
+        ]
+    total = {w: median(r["wall_s"] for r in runs) for w, runs in results.items()}
+    steady = {w: median(r["steady_s"] for r in runs) for w, runs in results.items()}
+    headlines = [
+        headline(
+            "2 workers / 1 worker throughput, total (incl. startup)", total[1] / total[2], ">=", 1.7
+        ),  # fmt: skip
+        headline("2 workers / 1 worker throughput, steady", steady[1] / steady[2], ">=", 1.7),
+    ]
+    pids = [len(r["worker_pids"]) for r in results[2]]
+    cpu = {
+        w: f"{median(r['worker_cpu_s'] / r['worker_busy_s'] for r in runs):.2f}"
+        for w, runs in results.items()
+    }
+    notes = [
+        f"scaling: {ctx.n_images} images in {n_shards} shards of {shard_size}, batch 8, 1 thread "
+        f"per worker; Ray already started (not in either time); steady = from the first "
+        f"worker ready to the end. This machine has {ctx.machine['usable_cpus']} usable CPUs "
+        f"(load average {ctx.machine['load_average_at_start']} at start): 2 workers plus the "
+        f"driver's writes share them, so other load on the machine lowers this ratio. CPU per "
+        f"wall second of each worker inside process() (1.00 = a full core): {cpu[1]} with 1 "
+        f"worker, {cpu[2]} with 2.",
+    ]
+    if n_shards < 4:
+        notes.append(f"scaling: WARNING only {n_shards} shards (use --images >= 4)")
+    if min(pids) < 2:
+        notes.append("scaling: WARNING the 2-worker run used only one worker process")
+    return {
+        "headlines": headlines,
+        "notes": notes,
+        "measurements": {"shard_size": shard_size, "n_shards": n_shards, "runs": results},
+    }
+
+
+def bench_writer(ctx: argparse.Namespace) -> dict:
+    tables = writer_bench.synthetic_shard(ctx.rows)
+    n_rows = sum(table.num_rows for table in tables.values())
+    timing = writer_bench.bench_writes(tables, ctx.tmp / "writer", ctx.writer_repeats)
+    median_s = timing["median_s"]
+    build_s = writer_bench.rows_build_seconds(tables)
+    headlines = [
+        headline(
+            "write_shard rows/s / plain write_table rows/s",
+            median_s["plain_default"] / median_s["write_shard"],
+            ">=",
+            0.6,
+        ),  # fmt: skip
+        headline(
+            "write_shard rows/s / write_table(zstd) rows/s",
+            median_s["plain_zstd"] / median_s["write_shard"],
+        ),  # fmt: skip
+    ]
+    notes = [
+        f"writer: one shard of {ctx.rows} region rows (+{tables['images'].num_rows} image rows, "
+        f"other tables empty), median of {ctx.writer_repeats} interleaved writes; plain = "
+        f"pq.write_table per table with pyarrow defaults (snappy); write_shard uses zstd, a "
+        f"temporary name + os.replace per file, a schema check and a JSON marker. Building the "
+        f"regions table from row dicts (table_from_rows, as ShardProcessor.to_tables does) "
+        f"takes {build_s / median_s['write_shard']:.1f}x the write_shard time.",
+    ]
+    return {
+        "headlines": headlines,
+        "notes": notes,
+        "measurements": {
+            "rows": n_rows,
+            "region_rows": ctx.rows,
+            "table_from_rows_s": build_s,
+            "rows_per_s": {key: n_rows / value for key, value in median_s.items()},
+            **timing,
+        },
+    }
+
+
+RUNNERS = {"overhead": bench_overhead, "scaling": bench_scaling, "writer": bench_writer}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def print_table(rows: list[dict]) -> None:
+    header = ("benchmark", "measure", "ratio", "target", "result")
+    lines = [
+        (
+            row["benchmark"],
+            row["measure"],
+            f"{row['ratio']:.3f}",
+            row["target"] or "-",
+            {True: "met", False: "MISSED", None: "info"}[row["met"]],
+        )
+        for row in rows
+    ]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
+    for line in (header, tuple("-" * w for w in widths), *lines):
+        cells = (str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=None, help="images per run (default 48)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8 images, small writer")
+    parser.add_argument("--only", default=None, help=f"comma list of {', '.join(BENCHMARKS)}")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
+    parser.add_argument("--rows", type=int, default=None, help="writer region rows (200000)")
+    parser.add_argument("--keep-temp", action="store_true", help="keep images and corpora")
+    args = parser.parse_args(argv)
+    args.n_images = args.images or (8 if args.quick else 48)
+    args.rows = args.rows or (50_000 if args.quick else 200_000)
+    args.writer_repeats = 3 if args.quick else 5
+    selected = args.only.split(",") if args.only else list(BENCHMARKS)
+    unknown = [name for name in selected if name not in BENCHMARKS]
+    if unknown or args.n_images < 1 or args.repeats < 1:
+        parser.error(f"--only takes {', '.join(BENCHMARKS)}; --images and --repeats >= 1")
+    args.selected = selected
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.machine = machine.describe_machine()
+    args.tmp = Path(tempfile.mkdtemp(prefix="fld-bench-"))
+    args.images_dir = args.tmp / "images"
+    args.ray_init_s = 0.0
+    settings = {
+        "images": args.n_images,
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "writer_rows": args.rows,
+        "threads_per_worker": THREADS,
+    }
+    m = args.machine
+    print(
+        f"fld-engine bench: {args.n_images} images{' (quick)' if args.quick else ''}; "
+        f"{m['cpu_model']}, {m['usable_cpus']} usable CPUs, {m['ram_gib']} GiB RAM, "
+        f"load {m['load_average_at_start']}; temp {args.tmp}",
+        flush=True,
+    )
+    rows, notes, summaries, failed = [], [], {}, {}
+    needs_engine = any(name in ("overhead", "scaling") for name in args.selected)
+    try:
+        if needs_engine:
+            # One snapshot of the default config for the whole run, so every engine run and
+            # standalone loop uses the same annotators even if the file changes meanwhile.
+            args.config_path = args.tmp / "config.yaml"
+            shutil.copyfile(DEFAULT_CONFIG_PATH, args.config_path)
+            try:
+                settings["config"] = load_config(args.config_path).to_dict()
+            except ConfigError as exc:
+                raise SystemExit(f"the default config does not load: {exc}") from None
+            workload.make_images(args.n_images, args.images_dir)
+            args.ray_init_s = start_ray()
+        for name in args.selected:
+            print(f"running {name} ...", flush=True)
+            began = time.perf_counter()
+            try:
+                result = RUNNERS[name](args)
+            except Exception as exc:  # noqa: BLE001 - report it, run the other benchmarks
+                traceback.print_exc()
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            result.update(
+                benchmark=name,
+                settings=settings,
+                machine=args.machine,
+                bench_seconds=round(time.perf_counter() - began, 1),
+            )
+            write_json(RESULTS_DIR / f"{name}.json", result)
+            rows.extend({"benchmark": name, **h} for h in result["headlines"])
+            notes.extend(result["notes"])
+            summaries[name] = result["headlines"]
+    finally:
+        if needs_engine:
+            import ray
+
+            ray.shutdown()
+        if args.keep_temp:
+            print(f"kept {args.tmp}")
+        else:
+            shutil.rmtree(args.tmp, ignore_errors=True)
+    print()
+    print_table(rows)
+    print()
+    for note in notes:
+        print(f"- {note}")
+    for name, error in failed.items():
+        print(f"- {name}: FAILED: {error}")
+    machine_info = {**args.machine, "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}
+    busy = machine_info["load_average_at_start"][0]
+    if needs_engine and busy > 0.5:
+        warning = (
+            f"WARNING: the machine was busy before the bench started (1-minute load average "
+            f"{busy:.2f} on {machine_info['usable_cpus']} usable CPUs): if other processes "
+            "shared the cores (CPU per wall second well under 1.00 above), these ratios are "
+            "unreliable; rerun on a quiet machine"
+        )
+        notes.append(warning)
+        print(f"- {warning}")
+    write_json(
+        RESULTS_DIR / "summary.json",
+        {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "settings": settings,
+            "machine": machine_info,
+            "headlines": summaries,
+            "notes": notes,
+            "failed": failed,
+        },
+    )
+    print(f"\nresults in {RESULTS_DIR.relative_to(REPO)}/")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
