@@ -1,10 +1,12 @@
-"""The ``fld`` command line: run, stats, sql, show.
+"""The ``fld`` command line: run, stats, sql, show, export, report.
 
     fld run INPUT --out CORPUS [--config FILE] [--workers N] [--address ADDR]
                   [--shard-size N] [--batch-size N] [--executor ray|local] [--set KEY=VALUE ...]
     fld stats CORPUS
     fld sql CORPUS "SELECT ..."
     fld show CORPUS IMAGE_ID_OR_URI --out FILE.png [--iteration K] [--all]
+    fld export CORPUS --format florence2|coco|yolo --out DIR [--iteration K] [--include-dropped]
+    fld report CORPUS --out report.html [--samples N]
 
 Exit status: 0 on success, 2 on a bad config, input or corpus (with a message naming
 what is wrong), 1 on anything else.
@@ -113,7 +115,7 @@ def command_sql(args: argparse.Namespace) -> int:
 
 def command_show(args: argparse.Namespace) -> int:
     from engine.corpus import Corpus
-    from engine.draw import draw_regions
+    from engine.draw import draw_phrases, draw_regions
     from engine.imaging import decode_image
     from engine.query import connect
     from engine.sources import ByteReader
@@ -139,19 +141,64 @@ def command_show(args: argparse.Namespace) -> int:
         )
     image_id, uri = found[0]
     condition = "" if args.all else "AND kept"
+    table = "phrases" if args.phrases else "regions"
+    order = "phrase_id, score" if args.phrases else "kind, score"
     cursor = connection.execute(
-        f"SELECT * FROM regions WHERE image_id = ? {condition} ORDER BY kind, score", [image_id]
+        f"SELECT * FROM {table} WHERE image_id = ? {condition} ORDER BY {order}", [image_id]
     )
     columns = [d[0] for d in cursor.description]
-    regions = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     config_decode = corpus.run_info(iteration).get("config", {}).get("decode", {})
     from engine.imaging import DecodeLimits
 
     limits = DecodeLimits(**config_decode) if config_decode else DecodeLimits()
     pixels = decode_image(ByteReader().read(uri), limits).pixels
     title = f"{Path(uri.split('::')[-1]).name}  iteration {iteration}"
-    draw_regions(pixels, regions, title).save(args.out)
-    print(f"wrote {args.out}: {len(regions)} regions on {uri}")
+    drawn = draw_phrases(pixels, rows, title) if args.phrases else draw_regions(pixels, rows, title)
+    drawn.save(args.out)
+    print(f"wrote {args.out}: {len(rows)} {table} rows on {uri}")
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from pipelines.exports import ExportError, export_corpus
+
+    options = {}
+    if args.format == "yolo":
+        options = {"val_fraction": args.val_fraction, "copy_images": args.copy_images}
+    try:
+        summary = export_corpus(
+            args.corpus,
+            args.format,
+            args.out,
+            iteration=args.iteration,
+            include_dropped=args.include_dropped,
+            overwrite=args.overwrite,
+            **options,
+        )
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    counts = ", ".join(
+        f"{value} {key}"
+        for key, value in summary["counts"].items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    )
+    rows = "all rows" if args.include_dropped else "kept rows"
+    print(
+        f"exported iteration {summary['iteration']} of {args.corpus} ({rows}) as {args.format} "
+        f"to {args.out}: {counts}, {summary['seconds']:.1f} s"
+    )
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    if args.samples < 0:
+        raise UsageError(f"--samples: {args.samples} is negative")
+    check_writable(str(Path(args.out).resolve().parent))
+    from pipelines.report import write_report
+
+    path = write_report(args.corpus, args.out, samples=args.samples)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -204,8 +251,55 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("image", help="image_id (or a prefix), URI, or file name")
     show.add_argument("--out", required=True, help="PNG to write")
     show.add_argument("--iteration", type=int, help="default: the latest committed")
-    show.add_argument("--all", action="store_true", help="draw dropped regions too")
+    show.add_argument("--all", action="store_true", help="draw dropped rows too")
+    show.add_argument(
+        "--phrases",
+        action="store_true",
+        help="draw grounded phrases (boxes and polygons) instead of regions",
+    )
     show.set_defaults(handler=command_show)
+
+    export = commands.add_parser(
+        "export", help="write an iteration as Florence-2 JSONL, COCO JSON or a YOLO data set"
+    )
+    export.add_argument("corpus")
+    export.add_argument("--format", required=True, choices=["florence2", "coco", "yolo"])
+    export.add_argument("--out", required=True, help="folder to create (new or empty)")
+    export.add_argument("--iteration", type=int, help="default: the latest committed")
+    kept = export.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--only-kept",
+        dest="include_dropped",
+        action="store_false",
+        help="export kept rows only (the default)",
+    )
+    kept.add_argument(
+        "--include-dropped",
+        dest="include_dropped",
+        action="store_true",
+        help="export dropped rows too (COCO marks them with kept/drop_reason)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier export in --out"
+    )
+    export.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="yolo: share of images in val.txt, drawn by image_id (default 0.1)",
+    )
+    export.add_argument(
+        "--copy-images",
+        action="store_true",
+        help="yolo: copy image files into images/ instead of symlinking them",
+    )
+    export.set_defaults(handler=command_export, include_dropped=False)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report")
+    report.add_argument("corpus")
+    report.add_argument("--out", required=True, help="HTML file to write")
+    report.add_argument("--samples", type=int, default=6, help="images in the gallery (default 6)")
+    report.set_defaults(handler=command_report)
     return parser
 
 
