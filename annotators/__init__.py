@@ -18,6 +18,9 @@ REGISTRY: dict[str, str] = {
     "phrase_extractor": "annotators.phrase_extractor:PhraseExtractor",
     "embedding_grounder": "annotators.embedding_grounder:EmbeddingGrounder",
     "grabcut_segmenter": "annotators.grabcut_segmenter:GrabCutSegmenter",
+    "replay": "annotators.replay:CorpusReplay",
+    "sam_segmenter": "annotators.sam_segmenter:SamSegmenter",
+    "hf_grounder": "annotators.hf_grounder:HFGrounder",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``fld`` command line: run, stats, sql, show, export, report.
+"""The ``fld`` command line: run, stats, sql, show, export, report, refine, diff, eval.
 
     fld run INPUT --out CORPUS [--config FILE] [--workers N] [--address ADDR]
                   [--shard-size N] [--batch-size N] [--executor ray|local] [--set KEY=VALUE ...]
@@ -7,6 +7,9 @@
     fld show CORPUS IMAGE_ID_OR_URI --out FILE.png [--iteration K] [--all]
     fld export CORPUS --format florence2|coco|yolo --out DIR [--iteration K] [--include-dropped]
     fld report CORPUS --out report.html [--samples N]
+    fld refine CORPUS --iterations N [--config FILE] [--epochs N] [--set KEY=VALUE ...]
+    fld diff CORPUS A B
+    fld eval CORPUS --gt COCO.json [--iteration K] [--no-write]
 
 Exit status: 0 on success, 2 on a bad config, input or corpus (with a message naming
 what is wrong), 1 on anything else.
@@ -46,18 +49,7 @@ def check_writable(out: str) -> None:
 def command_run(args: argparse.Namespace) -> int:
     from engine.config import load_config
 
-    overrides = list(args.set or [])
-    for flag, key in (
-        ("workers", "run.workers"),
-        ("address", "run.address"),
-        ("shard_size", "run.shard_size"),
-        ("batch_size", "run.batch_size"),
-        ("executor", "run.executor"),
-        ("iteration", "run.iteration"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    overrides = overrides_of(args)
     config = load_config(args.config, overrides)
     check_writable(args.out)
     if not Path(args.input).exists() and not any(ch in args.input for ch in "*?["):
@@ -202,6 +194,99 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_FLAGS = (
+    ("workers", "run.workers"),
+    ("address", "run.address"),
+    ("shard_size", "run.shard_size"),
+    ("batch_size", "run.batch_size"),
+    ("executor", "run.executor"),
+    ("iteration", "run.iteration"),
+    ("epochs", "refine.student.epochs"),
+)
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides plus those of the dedicated flags a command has."""
+    overrides = list(args.set or [])
+    for flag, key in RUN_FLAGS:
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides
+
+
+def command_refine(args: argparse.Namespace) -> int:
+    from engine.config import EngineConfig, apply_override, load_config, parse_override
+    from engine.corpus import Corpus
+
+    if args.iterations < 1:
+        raise UsageError(f"--iterations: {args.iterations} must be at least 1")
+    corpus = Corpus(args.corpus)
+    if not corpus.is_committed(0):
+        raise UsageError(
+            f"{args.corpus} has no committed iteration 0: run `fld run INPUT --out {args.corpus}` first"
+        )
+    overrides = overrides_of(args)
+    if args.config:
+        config = load_config(args.config, overrides)
+    else:  # iteration 0's own config, with the overrides
+        tree = corpus.run_info(0)["config"]
+        for override in overrides:
+            apply_override(tree, *parse_override(override))
+        from pydantic import ValidationError
+
+        from engine.config import ConfigError, format_validation_error
+
+        try:
+            config = EngineConfig.model_validate(tree)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from None
+    check_writable(args.corpus)
+    from pipelines.refine import refine_corpus
+
+    summaries = refine_corpus(args.corpus, args.iterations, config, show_progress=not args.quiet)
+    for summary in summaries:
+        rows, kept = summary.counts.get("rows", {}), summary.counts.get("kept", {})
+        print(
+            f"committed iteration {summary.iteration}: {kept.get('regions', 0)} of "
+            f"{rows.get('regions', 0)} regions kept, {rows.get('errors', 0)} errors"
+        )
+    if not summaries:
+        print(
+            f"iterations 1..{args.iterations} of {args.corpus} are already committed: nothing to do"
+        )
+    return 0
+
+
+def command_diff(args: argparse.Namespace) -> int:
+    from engine.query import format_table
+    from pipelines.diff import diff_iterations
+
+    table = diff_iterations(args.corpus, args.a, args.b)
+    columns = ["kind", "label", "added", "removed", "changed", "unchanged"]
+    print(f"kept regions, iteration {args.a} -> {args.b}")
+    print(format_table(columns, [tuple(row[c] for c in columns) for row in table]))
+    totals = {c: sum(row[c] for row in table) for c in columns[2:]}
+    print("total: " + ", ".join(f"{value} {key}" for key, value in totals.items()))
+    return 0
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from pipelines.evaluate import EvalError, evaluate_corpus, format_results
+
+    try:
+        results = evaluate_corpus(
+            args.corpus, args.gt, iteration=args.iteration, write=not args.no_write
+        )
+    except EvalError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{args.corpus} against {args.gt} (IoU 0.5 for P, R and OCR matching)")
+    print(format_results(results))
+    if not args.no_write:
+        print(f"stored under 'eval' in run.json of iteration(s) {sorted(results)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fld", description="fld-engine: annotate images into a Parquet corpus and query it."
@@ -300,6 +385,47 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="HTML file to write")
     report.add_argument("--samples", type=int, default=6, help="images in the gallery (default 6)")
     report.set_defaults(handler=command_report)
+
+    refine = commands.add_parser(
+        "refine", help="refinement iterations: train a student on kept labels, fuse, filter, commit"
+    )
+    refine.add_argument("corpus")
+    refine.add_argument(
+        "--iterations", type=int, required=True, help="run iterations 1..N (those not committed)"
+    )
+    refine.add_argument("--config", help="YAML config (default: iteration 0's config)")
+    refine.add_argument("--workers", type=int, help="Ray workers (run.workers)")
+    refine.add_argument("--address", help="join this Ray cluster (run.address)")
+    refine.add_argument("--executor", choices=["ray", "local"], help="run.executor")
+    refine.add_argument(
+        "--epochs", type=int, help="student training epochs (refine.student.epochs)"
+    )
+    refine.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override any config key"
+    )
+    refine.add_argument("--quiet", action="store_true", help="no progress bars")
+    refine.set_defaults(handler=command_refine)
+
+    diff = commands.add_parser(
+        "diff", help="kept labels added, removed and changed between two iterations"
+    )
+    diff.add_argument("corpus")
+    diff.add_argument("a", type=int, help="iteration A")
+    diff.add_argument("b", type=int, help="iteration B")
+    diff.set_defaults(handler=command_diff)
+
+    evaluate = commands.add_parser(
+        "eval", help="mAP, precision, recall and OCR accuracy against COCO ground truth"
+    )
+    evaluate.add_argument("corpus")
+    evaluate.add_argument(
+        "--gt", required=True, help="COCO instances JSON; images matched by file name"
+    )
+    evaluate.add_argument("--iteration", type=int, help="default: every committed iteration")
+    evaluate.add_argument(
+        "--no-write", action="store_true", help="do not store the results in run.json"
+    )
+    evaluate.set_defaults(handler=command_eval)
     return parser
 
 

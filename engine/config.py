@@ -8,7 +8,10 @@ Sections (see ``engine/default_config.yaml`` for every default, documented):
 - ``run``: ``shard_size``, ``batch_size``, ``workers``, ``threads_per_worker``,
   ``executor`` (``ray`` | ``local``), ``address``, ``iteration``
 - ``annotators``: a list; each item ``{name: <registry name>, ...its arguments}``
-- ``filters``: ``geometry``, ``confidence``, ``nms``, each ``{enabled: bool, ...its arguments}``
+- ``filters``: ``geometry``, ``confidence``, ``nms``, ``fusion``, ``text_complexity``,
+  ``phrase_confidence``, each ``{enabled: bool, ...its arguments}``
+- ``refine``: the refinement loop's ``student`` (model, epochs, image_size, ...),
+  ``rerun_specialists``, ``student_weight``
 
 Command-line overrides use dotted keys: ``--set filters.nms.iou_threshold=0.6``,
 ``--set annotators.0.min_score=0.1`` (values are parsed as YAML).
@@ -100,6 +103,7 @@ class FiltersConfig(Strict):
     geometry: FilterSpec = FilterSpec()
     confidence: FilterSpec = FilterSpec()
     nms: FilterSpec = FilterSpec()
+    fusion: FilterSpec = FilterSpec()
     text_complexity: FilterSpec = FilterSpec()
     phrase_confidence: FilterSpec = FilterSpec()
 
@@ -118,12 +122,41 @@ class FiltersConfig(Strict):
         return built
 
 
+class StudentConfig(Strict):
+    """The refinement loop's student: an ultralytics YOLO trained on the kept object
+    regions of the previous iteration."""
+
+    model: str = "yolov8n.yaml"  # a model YAML (trained from scratch) or a .pt to fine-tune
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 30
+    image_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 320
+    batch: Annotated[int, Field(ge=1, le=1024)] = 16
+    device: str = "cpu"
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    seed: int = 0
+    workers: Annotated[int, Field(ge=0, le=64)] = 0  # dataloader processes (0: deterministic)
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, model: str) -> str:
+        from annotators.yolo import YoloDetector
+
+        return YoloDetector._weights_exist(model)
+
+
+class RefineConfig(Strict):
+    student: StudentConfig = StudentConfig()
+    rerun_specialists: bool = False  # run the specialists again instead of replaying their rows
+    student_weight: Annotated[float, Field(gt=0.0)] = 1.0  # the student's weight in fusion
+
+
 class EngineConfig(Strict):
     decode: DecodeConfig = DecodeConfig()
     input: InputConfig = InputConfig()
     run: RunConfig = RunConfig()
     annotators: list[AnnotatorSpec] = Field(min_length=1)
     filters: FiltersConfig = FiltersConfig()
+    refine: RefineConfig = RefineConfig()
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

@@ -1,7 +1,8 @@
 """Filters, one file per family, registered here by their config key.
 
 Region filters run in the order of ``REGISTRY``: geometry (clip, then size and area),
-confidence, then NMS, each on the rows the previous ones kept; text filters
+confidence, NMS (per source), then fusion (across sources), each on the rows the previous
+ones kept; text filters
 (``text_complexity``) run after the captioners, phrase filters (``phrase_confidence``)
 after the grounders (see ``pipelines.annotate.STEP_ORDER``).
 """
@@ -14,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "geometry": "filters.geometry:GeometryFilter",
     "confidence": "filters.confidence:ConfidenceFilter",
     "nms": "filters.nms:NMSFilter",
+    "fusion": "filters.fusion:FusionFilter",
     "text_complexity": "filters.text_complexity:TextComplexityFilter",
     "phrase_confidence": "filters.phrase_confidence:PhraseConfidenceFilter",
 }

@@ -177,7 +177,7 @@ class ShardProcessor:
 
 
 def run_annotator(annotator, batch: list[Sample]) -> None:
-    if annotator.stage == "regions":
+    if not hasattr(annotator, "annotate_samples"):
         per_image = annotator.annotate([sample.pixels for sample in batch])
         for sample, regions in zip(batch, per_image, strict=True):
             sample.regions.extend(regions)
@@ -272,6 +272,7 @@ def output_config_hash(config: EngineConfig) -> str:
     """Hash of every setting that can change the rows written (not where or how many
     workers run them): a resumed run must not mix shards made under two configs."""
     settings = config.to_dict()
+    settings.pop("refine", None)  # used by fld refine to build each iteration's own config
     for key in ("workers", "address", "executor"):
         settings["run"].pop(key, None)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -291,10 +292,15 @@ class RunSummary:
 
 
 def annotate_corpus(
-    config: EngineConfig, input_path: str, out: str, show_progress: bool = True
+    config: EngineConfig,
+    input_path: str,
+    out: str,
+    show_progress: bool = True,
+    run_notes: dict | None = None,
 ) -> RunSummary:
     """Annotate ``input_path`` into iteration ``config.run.iteration`` of the corpus at
-    ``out``; resumes an interrupted run, and does nothing for a committed iteration."""
+    ``out``; resumes an interrupted run, and does nothing for a committed iteration.
+    ``run_notes`` are added to the iteration's ``run.json``."""
     started = time.time()
     iteration = config.run.iteration
     corpus = Corpus(out)
@@ -357,6 +363,7 @@ def annotate_corpus(
         },
         "counts": counts,
         "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        **(run_notes or {}),
     }
     writer.commit(run_info)
     return RunSummary(

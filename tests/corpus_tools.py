@@ -20,7 +20,7 @@ def table_rows(corpus: str | Path, table: str, round_to: int = 2) -> list[tuple]
             columns.append(f"list_transform({name}, lambda v: round(v, {round_to})) AS {name}")
         else:
             columns.append(name)
-    query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY {ROW_ID[table]}"
+    query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY {ROW_ID[table]}, iteration"
     return connection.sql(query).fetchall()
 
 

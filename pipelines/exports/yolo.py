@@ -105,7 +105,11 @@ def label_line(class_id: int, region: dict, width: int, height: int) -> str | No
 
 
 def export_yolo(
-    reader: CorpusReader, out: Path, val_fraction: float = 0.1, copy_images: bool = False
+    reader: CorpusReader,
+    out: Path,
+    val_fraction: float = 0.1,
+    copy_images: bool = False,
+    include_ocr: bool = True,
 ) -> dict:
     categories = categories_of(reader)
     class_of = {
@@ -131,6 +135,8 @@ def export_yolo(
                 kind = region["kind"]
                 key = ("object", region["label"]) if kind == "object" else ("ocr", "text")
                 if kind not in ("object", "ocr") or key not in class_of:
+                    continue
+                if kind == "ocr" and not include_ocr:
                     continue
                 line = label_line(class_of[key], region, image["width"], image["height"])
                 if line:

@@ -1,0 +1,139 @@
+"""Weighted boxes fusion across sources ("wisdom of crowds", FLD-5B's region merging).
+
+Among the kept regions of the fused ``kinds`` of one image, boxes of the same
+(normalised) label are clustered greedily in order of weighted score: a box joins the
+cluster whose fused box it overlaps by more than ``iou_threshold`` (IoU from
+``torchvision.ops.box_iou``), else starts one. Each cluster becomes one new region:
+
+- box: the average of its members' boxes weighted by ``weight(source) * score``;
+- score: ``sum over the sources in the cluster of weight * best member score``, divided
+  by the total weight of the sources that annotated this image (every source with at
+  least one row of the fused kinds, kept or dropped); a box only one of two equal
+  sources saw gets half its score, one both saw keeps its average;
+- ``source = "fused"``, ``sources``: the contributing sources, ``n_sources`` their count.
+
+Members stay in the table, dropped with ``fused_into``; fused boxes under ``min_score``
+are dropped with ``low_score``. Images whose candidates come from a single source are
+left alone (nothing to fuse).
+
+Why not ``ensemble-boxes``: its ``weighted_boxes_fusion`` returns fused boxes without
+saying which input boxes formed each, and the corpus keeps every absorbed box as a row
+with ``fused_into`` and fills ``sources``/``n_sources`` on the fused one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from annotators.base import STRICT
+from engine.records import Region, Sample
+from filters.base import Decision, RegionFilter
+
+
+@dataclass(config=STRICT)
+class FusionFilter(RegionFilter):
+    """Args:
+    iou_threshold: a box joins a cluster whose fused box it overlaps by more than this.
+    weights: per-source weights (``name@version`` or ``name``; students match by their
+        name prefix, e.g. ``student``); others weigh ``default_weight``.
+    default_weight: weight of a source not in ``weights``.
+    label_map: label normalisation across sources (applied after lowercasing), e.g.
+        ``{people: person, motorbike: motorcycle}``.
+    min_score: fused boxes under this are dropped (``low_score``).
+    kinds: region kinds fused.
+    """
+
+    name: ClassVar[str] = "fusion"
+
+    iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.55
+    weights: dict[str, Annotated[float, Field(gt=0.0)]] = Field(default_factory=dict)
+    default_weight: Annotated[float, Field(gt=0.0)] = 1.0
+    label_map: dict[str, str] = Field(default_factory=dict)
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    kinds: list[str] = Field(default_factory=lambda: ["object"])
+
+    def weight(self, source: str) -> float:
+        bare = source.split("@", 1)[0]
+        for key in (source, bare):
+            if key in self.weights:
+                return self.weights[key]
+        for key, value in self.weights.items():
+            if bare.startswith(key):
+                return value
+        return self.default_weight
+
+    def normalise(self, label: str) -> str:
+        label = " ".join(label.lower().split())
+        return self.label_map.get(label, label)
+
+    def decide(self, sample: Sample, items: list[Region]) -> list[Decision]:
+        import torch
+        from torchvision.ops import box_iou
+
+        decisions: list[Decision] = [True] * len(items)
+        candidates = [
+            i for i, r in enumerate(items) if r.kind in self.kinds and r.source != "fused"
+        ]
+        annotating = {
+            r.source for r in sample.regions if r.kind in self.kinds and r.source != "fused"
+        }
+        if len({items[i].source for i in candidates}) < 2:
+            return decisions
+        total_weight = sum(self.weight(source) for source in annotating)
+        order = sorted(candidates, key=lambda i: -self.weight(items[i].source) * items[i].score)
+        clusters: list[dict] = []
+        for i in order:
+            region = items[i]
+            label = self.normalise(region.label)
+            same = [c for c in clusters if c["label"] == label]
+            best = None
+            if same:
+                ious = box_iou(
+                    torch.tensor([region.box], dtype=torch.float32),
+                    torch.tensor([c["box"] for c in same], dtype=torch.float32),
+                )[0]
+                top = int(torch.argmax(ious))
+                if float(ious[top]) > self.iou_threshold:
+                    best = same[top]
+            if best is None:
+                best = {"label": label, "members": []}
+                clusters.append(best)
+            best["members"].append(i)
+            best["box"] = self.fused_box([items[m] for m in best["members"]])
+        for cluster in clusters:
+            members = [items[m] for m in cluster["members"]]
+            best_per_source: dict[str, float] = {}
+            for member in members:
+                best_per_source[member.source] = max(
+                    best_per_source.get(member.source, 0.0), member.score
+                )
+            score = sum(self.weight(s) * v for s, v in best_per_source.items()) / total_weight
+            fused = Region(
+                kind=members[0].kind,
+                x0=cluster["box"][0],
+                y0=cluster["box"][1],
+                x1=cluster["box"][2],
+                y1=cluster["box"][3],
+                label=cluster["label"],
+                score=min(score, 1.0),
+                source="fused",
+                sources=sorted(best_per_source),
+            )
+            if fused.score < self.min_score:
+                fused.drop("low_score")
+            sample.regions.append(fused)
+            self.counts["fused"] += 1
+            for m in cluster["members"]:
+                decisions[m] = (False, "fused_into")
+        return decisions
+
+    def fused_box(self, members: list[Region]) -> tuple[float, float, float, float]:
+        weights = [self.weight(m.source) * max(m.score, 1e-6) for m in members]
+        total = sum(weights)
+        return tuple(
+            sum(w * m.box[k] for w, m in zip(weights, members, strict=True)) / total
+            for k in range(4)
+        )

@@ -1,0 +1,207 @@
+"""The refinement loop (FLD-5B's third phase): ``fld refine CORPUS --iterations N``.
+
+Iteration k (1 <= k <= N), for every k not yet committed:
+
+1. **Student**: the kept ``object`` regions of iteration k-1 are exported as a YOLO data
+   set (``pipelines.exports``, streamed from Parquet) under ``models/iteration=k/data``,
+   and an ultralytics YOLO (``refine.student``: a model YAML from scratch or a ``.pt`` to
+   fine-tune) is trained on them; its weights are moved into place as
+   ``models/iteration=k/student.pt`` only when training finished (so a killed training
+   is redone from the start, deterministically: fixed seed, no dataloader workers).
+2. **Annotate**: iteration k runs the same pipeline as iteration 0 over the same inputs
+   and shards, except that the specialists' raw rows of iteration k-1 are replayed
+   (``annotators.replay``) instead of running the models again (unless
+   ``refine.rerun_specialists``), and the student (``yolo`` with source
+   ``student_i<k>@1``) annotates every image. The filters then decide again, fusing the
+   student's boxes with the specialists' (``filters.fusion``), and the captioners,
+   phrases and masks are made again from the new kept regions.
+3. **Commit**: iteration k gets its own ``run.json`` (with the student's training
+   summary) and ``_COMMITTED``; earlier iterations are never touched. An interrupted
+   iteration resumes like any run: finished shards are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from annotators import annotator_class
+from engine.config import AnnotatorSpec, EngineConfig
+from engine.corpus import Corpus, CorpusError, atomic_write_json
+from pipelines.annotate import RunSummary, annotate_corpus
+
+
+def base_config(corpus: Corpus, given: EngineConfig | None) -> EngineConfig:
+    """The config iteration 0 was made with (from its run.json), or the one given."""
+    if given is not None:
+        return given
+    return EngineConfig.model_validate(corpus.run_info(0)["config"])
+
+
+def is_specialist(spec: AnnotatorSpec) -> bool:
+    cls = annotator_class(spec.name)
+    return cls.stage == "regions" and spec.name != "replay"
+
+
+def specialist_sources(config: EngineConfig) -> list[str]:
+    return [spec.build().source for spec in config.annotators if is_specialist(spec)]
+
+
+def iteration_config(
+    config: EngineConfig, corpus: Corpus, iteration: int, student: Path
+) -> EngineConfig:
+    """Iteration k's config: specialists replayed from k-1 (or rerun), plus the student."""
+    tree = config.to_dict()
+    refine = config.refine
+    annotators = []
+    replay_added = False
+    for spec in config.annotators:
+        if is_specialist(spec) and not refine.rerun_specialists:
+            if not replay_added:
+                annotators.append(
+                    {
+                        "name": "replay",
+                        "corpus": str(corpus.root.resolve()),
+                        "iteration": iteration - 1,
+                        "sources": specialist_sources(config),
+                    }
+                )
+                replay_added = True
+            continue
+        if spec.name == "yolo" and (spec.arguments.get("source_name") or "").startswith(
+            "student_i"
+        ):
+            continue  # an earlier iteration's student: replaced by this one
+        annotators.append({"name": spec.name, **spec.arguments})
+    student_entry = {
+        "name": "yolo",
+        "weights": str(student),
+        "source_name": f"student_i{iteration}",
+        "min_score": refine.student.min_score,
+        "image_size": refine.student.image_size,
+        "device": refine.student.device,
+    }
+    regions_end = max(
+        i for i, a in enumerate(annotators) if annotator_class(a["name"]).stage == "regions"
+    )
+    annotators.insert(regions_end + 1, student_entry)
+    tree["annotators"] = annotators
+    tree["run"]["iteration"] = iteration
+    fusion = tree["filters"].setdefault("fusion", {})
+    fusion["enabled"] = True
+    fusion.setdefault("weights", {})["student"] = refine.student_weight
+    return EngineConfig.model_validate(tree)
+
+
+def train_student(
+    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
+) -> Path:
+    """Train (or find already trained) the student of ``iteration`` on iteration-1's
+    kept object regions; returns the path of its weights."""
+    from pipelines.exports import export_corpus
+
+    folder = corpus.root / "models" / f"iteration={iteration}"
+    weights = folder / "student.pt"
+    if weights.exists():
+        if show_progress:
+            print(f"iteration {iteration}: student already trained ({weights})", file=sys.stderr)
+        return weights
+    student = config.refine.student
+    folder.mkdir(parents=True, exist_ok=True)
+    data_dir = folder / "data"
+    export = export_corpus(
+        corpus.root, "yolo", data_dir, iteration=iteration - 1, overwrite=True,
+        val_fraction=student.val_fraction, include_ocr=False,
+    )  # fmt: skip
+    if export["counts"]["boxes"] == 0:
+        raise CorpusError(
+            f"iteration {iteration - 1} has no kept object regions to train a student on"
+        )
+    train_dir = folder / "train"
+    shutil.rmtree(train_dir, ignore_errors=True)  # a killed training starts over
+    from engine.offline import prepare_ultralytics
+
+    prepare_ultralytics()
+    from ultralytics import YOLO, settings
+
+    # No experiment-tracker callbacks (ultralytics enables Ray Tune's when ray is installed).
+    settings.update(
+        {
+            key: False
+            for key in (
+                "raytune",
+                "tensorboard",
+                "wandb",
+                "mlflow",
+                "clearml",
+                "comet",
+                "dvc",
+                "hub",
+            )
+            if key in settings
+        }
+    )
+
+    if show_progress:
+        print(
+            f"iteration {iteration}: training the student ({student.model}, {student.epochs} epochs, "
+            f"{export['counts']['train']} images, {export['counts']['boxes']} boxes)",
+            file=sys.stderr,
+        )
+    started = time.time()
+    model = YOLO(student.model, task="detect")
+    model.train(
+        data=str(data_dir / "data.yaml"), epochs=student.epochs, imgsz=student.image_size,
+        batch=student.batch, device=student.device, workers=student.workers, seed=student.seed,
+        deterministic=True, project=str(folder), name="train", exist_ok=True, plots=False,
+        verbose=False, amp=False,
+    )  # fmt: skip
+    trained = train_dir / "weights" / "best.pt"
+    if not trained.exists():
+        trained = train_dir / "weights" / "last.pt"
+    temporary = folder / ".student.pt.tmp"
+    shutil.copyfile(trained, temporary)
+    atomic_write_json(
+        folder / "student.json",
+        {
+            "model": student.model,
+            "epochs": student.epochs,
+            "image_size": student.image_size,
+            "trained_on_iteration": iteration - 1,
+            "data": export["counts"],
+            "train_seconds": round(time.time() - started, 1),
+        },
+    )
+    os.replace(temporary, weights)  # last: its presence means the student is complete
+    return weights
+
+
+def refine_corpus(
+    corpus_path: str | Path,
+    iterations: int,
+    config: EngineConfig | None = None,
+    show_progress: bool = True,
+) -> list[RunSummary]:
+    """Run refinement iterations 1..``iterations`` that are not committed yet."""
+    corpus = Corpus(corpus_path)
+    if not corpus.is_committed(0):
+        raise CorpusError(f"{corpus_path} has no committed iteration 0: run `fld run` first")
+    config = base_config(corpus, config)
+    input_path = json.loads((corpus.iteration_dir(0) / "_plan.json").read_text())["input"]
+    summaries = []
+    for iteration in range(1, iterations + 1):
+        if corpus.is_committed(iteration):
+            if show_progress:
+                print(f"iteration {iteration} is already committed", file=sys.stderr)
+            continue
+        student = train_student(corpus, iteration, config, show_progress)
+        iteration_cfg = iteration_config(config, corpus, iteration, student)
+        notes = {"student": json.loads((student.parent / "student.json").read_text())}
+        summaries.append(
+            annotate_corpus(iteration_cfg, input_path, str(corpus.root), show_progress, notes)
+        )
+    return summaries

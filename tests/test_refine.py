@@ -1,0 +1,120 @@
+"""The refinement loop end to end on the session's Ray cluster: two iterations from
+``fld refine`` on demo photos, a student trained for one epoch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_IMAGES, run_fld
+
+from engine.query import connect
+
+PHOTOS = ("bus.jpg", "zidane.jpg", "coffee.jpg")
+STUDENT = [
+    "--epochs",
+    "1",
+    "--set",
+    "refine.student.min_score=0.0005",
+    "--set",
+    "refine.student.image_size=128",
+]
+
+
+def specialist_rows(corpus: Path, iteration: int) -> list[tuple]:
+    return (
+        connect(corpus)
+        .execute(
+            "SELECT image_id, kind, label, round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2), "
+            "round(score, 4), source FROM regions WHERE iteration = ? AND source IN ('ssd_coco@1', 'rapidocr@1') "
+            "ORDER BY ALL",
+            [iteration],
+        )
+        .fetchall()
+    )
+
+
+@pytest.fixture(scope="module")
+def refined(ray_address, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("refine") / "photos"
+    folder.mkdir()
+    for name in PHOTOS:
+        shutil.copy(DEMO_IMAGES / name, folder / name)
+    corpus = folder.parent / "corpus"
+    run_fld(
+        "run",
+        str(folder),
+        "--out",
+        str(corpus),
+        "--address",
+        ray_address,
+        "--shard-size",
+        "2",
+        "--quiet",
+    )
+    result = run_fld(
+        "refine",
+        str(corpus),
+        "--iterations",
+        "2",
+        "--address",
+        ray_address,
+        "--quiet",
+        *STUDENT,
+        timeout=900,
+    )
+    assert "committed iteration 1" in result.stdout and "committed iteration 2" in result.stdout
+    return corpus
+
+
+def test_two_iterations_are_committed_with_their_students(refined):
+    for iteration in (1, 2):
+        folder = refined / f"iteration={iteration}"
+        assert (folder / "_COMMITTED").exists()
+        info = json.loads((folder / "run.json").read_text())
+        assert info["iteration"] == iteration
+        assert info["student"]["trained_on_iteration"] == iteration - 1
+        assert f"student_i{iteration}@1" in info["annotators"] and "replay@1" in info["annotators"]
+        assert (refined / "models" / f"iteration={iteration}" / "student.pt").exists()
+
+
+def test_specialist_rows_are_replayed_not_rerun(refined):
+    base = specialist_rows(refined, 0)
+    assert base and specialist_rows(refined, 1) == base and specialist_rows(refined, 2) == base
+
+
+def test_student_rows_join_the_corpus(refined):
+    connection = connect(refined)
+    sources = dict(
+        connection.execute(
+            "SELECT source, count(*) FROM regions WHERE iteration = 1 GROUP BY source"
+        ).fetchall()
+    )
+    assert sources.get("student_i1@1", 0) > 0
+    assert "student_i1@1" not in {
+        s
+        for (s,) in connection.execute(
+            "SELECT DISTINCT source FROM regions WHERE iteration = 2"
+        ).fetchall()
+    }
+    fused = connection.execute(
+        "SELECT count(*) FILTER (source = 'fused' AND n_sources <> len(sources)), "
+        "count(*) FILTER (drop_reason = 'fused_into') FROM regions"
+    ).fetchall()[0]
+    assert fused[0] == 0
+
+
+def test_stats_and_diff_show_iterations_side_by_side(refined):
+    stats = run_fld("stats", str(refined)).stdout
+    assert "committed iterations [0, 1, 2]" in stats
+    diff = run_fld("diff", str(refined), "0", "1").stdout
+    assert "kept regions, iteration 0 -> 1" in diff and "total:" in diff
+
+
+def test_refine_again_does_nothing(refined, ray_address):
+    result = run_fld(
+        "refine", str(refined), "--iterations", "2", "--address", ray_address, "--quiet", *STUDENT
+    )
+    assert "nothing to do" in result.stdout
