@@ -23,6 +23,8 @@ demo: install
 	mkdir -p demo/show
 	$(BIN)/fld show demo/corpus bus.jpg --out demo/show/bus.png
 	$(BIN)/fld show demo/corpus sign.png --out demo/show/sign.png
+	$(BIN)/fld show demo/corpus bus.jpg --phrases --out demo/show/bus_phrases.png
+	$(BIN)/fld report demo/corpus --out demo/show/report.html
 
 test: install
 	$(BIN)/pytest -q
