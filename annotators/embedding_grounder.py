@@ -109,6 +109,7 @@ class EmbeddingGrounder(SampleAnnotator):
 
     def choose(self, phrase: Phrase, regions: list[Region], similarity: np.ndarray) -> list[Phrase]:
         best = int(np.argmax(similarity)) if len(regions) else -1
+        phrase.source = self.source  # the grounder decided this phrase's boxes, or their absence
         if best < 0 or similarity[best] < self.min_similarity:
             phrase.score = max(float(similarity[best]), 0.0) if best >= 0 else 0.0
             phrase.drop("no_match")

@@ -190,15 +190,13 @@ def annotate_batch(annotator, batch: list[Sample], errors: list[ErrorRecord]) ->
     retry image by image, so that one bad image costs only its own rows."""
     if not batch:
         return
-    sizes = [(len(s.regions), len(s.texts), len(s.phrases)) for s in batch]
+    saved = [(s.regions[:], s.texts[:], s.phrases[:]) for s in batch]
     try:
         run_annotator(annotator, batch)
         return
     except Exception as exc:  # noqa: BLE001 - isolate the failing image below
-        for sample, (n_regions, n_texts, n_phrases) in zip(batch, sizes, strict=True):
-            del sample.regions[n_regions:]
-            del sample.texts[n_texts:]
-            del sample.phrases[n_phrases:]
+        for sample, (regions, texts, phrases) in zip(batch, saved, strict=True):
+            sample.regions[:], sample.texts[:], sample.phrases[:] = regions, texts, phrases
         if len(batch) == 1:
             message = f"{type(exc).__name__}: {exc}"[:2000]
             sample = batch[0]

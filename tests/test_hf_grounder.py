@@ -1,0 +1,209 @@
+"""The transformers zero-shot grounder with tiny random OWLv2 / OWL-ViT detectors built
+here (``tests/tiny_models.py``) and loaded with ``from_pretrained(folder)`` as a hub
+snapshot is: in process on the demo photos, and through ``fld run`` on Ray workers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import DEMO_IMAGES, REPO, run_fld
+from pydantic import ValidationError
+from tiny_models import build_tiny_owl
+
+from annotators import annotator_class
+from engine.imaging import decode_image
+from engine.query import connect
+from engine.records import Phrase, Sample, Text
+
+SOURCE = "hf_grounder@1"
+
+
+@pytest.fixture(scope="module")
+def tiny_owl(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("owl")
+    return {kind: str(build_tiny_owl(folder / kind, kind)) for kind in ("owlv2", "owlvit")}
+
+
+def grounder(model: str, **options):
+    instance = annotator_class("hf_grounder")(model=model, **options)
+    instance.setup()
+    return instance
+
+
+def counting(instance) -> list[int]:
+    """Record, per detector call, how many text queries it was given."""
+    calls: list[int] = []
+
+    def hook(module, args, kwargs):
+        calls.append(int(kwargs["input_ids"].shape[0]))
+
+    instance._model.register_forward_pre_hook(hook, with_kwargs=True)
+    return calls
+
+
+def demo_sample(name: str) -> Sample:
+    data = (DEMO_IMAGES / name).read_bytes()
+    pixels = decode_image(data).pixels
+    return Sample(image_id=name, uri=name, pixels=pixels, format="JPEG", n_bytes=len(data))
+
+
+def populate(sample: Sample) -> dict[str, Phrase]:
+    """Pending phrases (one wording repeated by a second caption), a blacklisted one and
+    one that already has a box."""
+    brief = Text("brief", "a bus and two people", "t@1")
+    detailed = Text("detailed", "people next to a bus in a picture", "t@1")
+    sample.texts += [brief, detailed]
+
+    def phrase(text, group, words, **fields):
+        start = text.text.index(words)
+        return Phrase(text, group, words, start, start + len(words), "phrase_extractor@1", **fields)
+
+    phrases = {
+        "bus": phrase(brief, 0, "a bus", head="bus"),
+        "two": phrase(brief, 1, "two people", plural=True, count=2, head="person"),
+        "people": phrase(detailed, 2, "people", plural=True, head="person"),
+        "bus_again": phrase(detailed, 3, "a bus", head="bus"),
+        "picture": phrase(detailed, 4, "a picture", head="picture"),
+        "boxed": phrase(brief, 5, "a bus", box=(1.0, 2.0, 30.0, 40.0), score=0.9),
+    }
+    phrases["picture"].drop("blacklist")
+    sample.phrases += list(phrases.values())
+    return phrases
+
+
+def check_rows(sample: Sample, pending: list[Phrase]) -> dict[int, list[Phrase]]:
+    by_group: dict[int, list[Phrase]] = {}
+    for row in sample.phrases:
+        by_group.setdefault(row.group, []).append(row)
+    for phrase in pending:
+        rows = by_group[phrase.group]
+        assert all(row.source == SOURCE for row in rows)
+        assert all(0.0 <= row.score <= 1.0 for row in rows)
+        if len(rows) == 1 and not rows[0].kept:
+            assert rows[0].box is None and rows[0].drop_reason == "no_match"
+            continue
+        assert all(row.kept and row.box is not None for row in rows)
+        for row in rows:
+            x0, y0, x1, y1 = row.box
+            assert 0 <= x0 < x1 <= sample.width and 0 <= y0 < y1 <= sample.height
+            assert row.polygon == [] and row.phrase == phrase.phrase
+        limit = 1 if not phrase.plural else (phrase.count or 10)
+        assert len(rows) <= limit
+    return by_group
+
+
+def test_config_is_validated(tmp_path):
+    cls = annotator_class("hf_grounder")
+    with pytest.raises(ValidationError, match="model folder not found"):
+        cls(model=str(tmp_path / "missing"))
+    with pytest.raises(ValidationError):
+        cls(model="google/owlv2-base-patch16-ensemble", box_threshold=1.5)
+    other = tmp_path / "bert"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="supports"):
+        cls(model=str(other)).setup()
+
+
+@pytest.mark.parametrize("kind", ["owlv2", "owlvit"])
+def test_tiny_owl_grounds_every_pending_phrase_in_one_call_per_image(tiny_owl, kind):
+    annotator = grounder(tiny_owl[kind], box_threshold=0.0, max_boxes=3)
+    calls = counting(annotator)
+    samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
+    parts = [populate(sample) for sample in samples]
+    annotator.annotate_samples(samples)
+    # One call per image, with the distinct pending wordings: a bus, two people, people.
+    assert calls == [3, 3]
+    for sample, part in zip(samples, parts, strict=True):
+        pending = [part[key] for key in ("bus", "two", "people", "bus_again")]
+        by_group = check_rows(sample, pending)
+        # Threshold 0: every phrase grounds; counts and max_boxes bound the plurals.
+        assert [len(by_group[p.group]) for p in pending] == [1, 2, 3, 1]
+        assert by_group[0][0].box == by_group[3][0].box  # the same query, the same answer
+        assert len({row.box for row in by_group[2]}) == 3
+        for key in ("picture", "boxed"):  # not pending: untouched
+            assert by_group[part[key].group] == [part[key]]
+            assert part[key].source == "phrase_extractor@1"
+        assert len(sample.phrases) == 1 + 2 + 3 + 1 + 2
+
+
+def test_phrases_without_a_box_are_kept_as_no_match(tiny_owl):
+    annotator = grounder(tiny_owl["owlv2"], min_box_side=10_000)
+    calls = counting(annotator)
+    sample = demo_sample("zidane.jpg")
+    part = populate(sample)
+    annotator.annotate_samples([sample])
+    assert calls == [3]
+    pending = [part[key] for key in ("bus", "two", "people", "bus_again")]
+    check_rows(sample, pending)
+    assert all(p.drop_reason == "no_match" and p.box is None and not p.kept for p in pending)
+    annotator.annotate_samples([sample])  # nothing pending any more: no call
+    assert calls == [3]
+
+
+def test_a_failing_image_leaves_the_whole_batch_unchanged(tiny_owl):
+    annotator = grounder(tiny_owl["owlvit"], box_threshold=0.0)
+    samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
+    for sample in samples:
+        populate(sample)
+    before = [list(sample.phrases) for sample in samples]
+    detect, seen = annotator.detect, []
+
+    def failing(pixels, queries):
+        seen.append(queries)
+        if len(seen) == 2:
+            raise RuntimeError("second image fails")
+        return detect(pixels, queries)
+
+    annotator.detect = failing
+    with pytest.raises(RuntimeError):
+        annotator.annotate_samples(samples)
+    assert [sample.phrases for sample in samples] == before
+    assert all(p.box is None and p.kept and p.source == "phrase_extractor@1" for p in before[0][:4])
+
+
+def test_fld_run_with_tiny_owlv2_on_ray(ray_address, tiny_owl, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("bus.jpg", "zidane.jpg"):
+        shutil.copy(DEMO_IMAGES / name, folder / name)
+    config = yaml.safe_load((REPO / "engine" / "default_config.yaml").read_text())
+    names = [annotator["name"] for annotator in config["annotators"]]
+    config["annotators"][names.index("embedding_grounder")] = {
+        "name": "hf_grounder",
+        "model": tiny_owl["owlv2"],
+        "box_threshold": 0.0,
+    }
+    config["run"].update({"shard_size": 1, "batch_size": 2, "workers": 1})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    out = tmp_path / "corpus"
+    run_fld(
+        "run", str(folder), "--out", str(out), "--config", str(path),
+        "--address", ray_address, "--quiet",
+    )  # fmt: skip
+    connection = connect(out)
+    rows = connection.execute(
+        "SELECT p.image_id, p.box, p.score, i.width, i.height FROM phrases p "
+        "JOIN images i USING (image_id) WHERE p.source = ?",
+        [SOURCE],
+    ).fetchall()
+    assert {row[0] for row in rows} == {row[0] for row in connection.execute(
+        "SELECT image_id FROM images").fetchall()}  # fmt: skip
+    boxes = [row for row in rows if row[1] is not None]
+    assert boxes
+    for _, box, score, width, height in boxes:
+        assert 0 <= box["x0"] < box["x1"] <= width and 0 <= box["y0"] < box["y1"] <= height
+        assert 0.0 <= score <= 1.0
+    per_phrase = connection.execute(
+        "SELECT phrase_id, count(*) FROM phrases WHERE source = ? AND box IS NOT NULL "
+        "GROUP BY phrase_id",
+        [SOURCE],
+    ).fetchall()
+    assert per_phrase and all(n >= 1 for _, n in per_phrase)
+    run_info = json.loads(next(out.glob("iteration=*/run.json")).read_text())
+    assert "hf_grounder@1" in run_info["annotators"]
+    assert "embedding_grounder@1" not in run_info["annotators"]
