@@ -1,0 +1,156 @@
+"""Does the refinement loop improve the labels? ``make bench`` (or
+``.venv/bin/python bench/refine_gain.py [--scenes N] [--epochs E] [--quick]``).
+
+On ``N`` generated scenes with COCO ground truth (``engine.scenes``: real photos of
+objects pasted at known boxes and scales on varied backgrounds, plus rendered text):
+
+1. **specialists only**: SSD + RapidOCR, every filter off (corpus A, iteration 0);
+2. **specialists + filters**: A's raw rows replayed (``annotators.replay``, no model is
+   run twice) through the default filters (corpus B, iteration 0);
+3. **iteration 1** and **iteration 2** of ``fld refine`` on B: a YOLO student trained on
+   the previous iteration's kept object regions, fused with the specialists, filtered.
+
+Each is measured with ``pipelines.evaluate`` (COCO mAP50 and mAP50-95 via pycocotools,
+precision and recall at IoU 0.5 over kept object regions). Captions, phrases and masks
+are switched off: they do not change the object regions measured here. Prints the
+table and writes ``bench/results/refine_gain.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+REGION_ONLY = [
+    "annotators=[{name: ssd_coco}, {name: rapidocr}]",
+    "filters.text_complexity.enabled=false",
+    "filters.phrase_confidence.enabled=false",
+]
+NO_FILTERS = [f"filters.{key}.enabled=false" for key in ("geometry", "confidence", "nms", "fusion")]
+
+
+def measure(corpus: Path, gt: Path) -> dict[int, dict]:
+    from pipelines.evaluate import evaluate_corpus
+
+    return evaluate_corpus(corpus, gt)
+
+
+def run(
+    scenes: int = 200,
+    epochs: int = 10,
+    quick: bool = False,
+    workers: int = 2,
+    keep: Path | None = None,
+) -> dict:
+    from engine.config import load_config
+    from engine.scenes import generate_scenes
+    from pipelines.annotate import annotate_corpus
+    from pipelines.refine import refine_corpus
+
+    if quick:
+        scenes, epochs = 24, 2
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="refine-gain-"))
+    gt = generate_scenes(work / "scenes", scenes, seed=0)
+    images = work / "scenes" / "images"
+    common = [f"run.workers={workers}", "run.shard_size=16", *REGION_ONLY]
+    timings = {}
+
+    started = time.perf_counter()
+    specialists = work / "A"
+    annotate_corpus(load_config(None, common + NO_FILTERS), str(images), str(specialists))
+    timings["specialists"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    filtered = work / "B"
+    replay = (
+        f"annotators=[{{name: replay, corpus: '{specialists}', iteration: 0, "
+        "sources: [ssd_coco@1, rapidocr@1]}]"
+    )
+    config = load_config(None, common + [replay])
+    annotate_corpus(config, str(images), str(filtered))
+    timings["filters"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    refine_config = load_config(
+        None,
+        common
+        + [
+            "annotators=[{name: ssd_coco}, {name: rapidocr}]",
+            f"refine.student.epochs={epochs}",
+            "refine.student.image_size=320",
+        ],
+    )
+    refine_corpus(filtered, 2, refine_config)
+    timings["refine_2_iterations"] = time.perf_counter() - started
+
+    a = measure(specialists, gt)[0]
+    b = measure(filtered, gt)
+    rows = [
+        ("specialists only", a),
+        ("specialists + filters", b[0]),
+        ("iteration 1", b[1]),
+        ("iteration 2", b[2]),
+    ]
+    table = []
+    for name, result in rows:
+        objects = result["objects"]
+        table.append(
+            {
+                "stage": name,
+                "map50": objects.get("map50"),
+                "map50_95": objects.get("map50_95"),
+                "precision": objects.get("precision"),
+                "recall": objects.get("recall"),
+                "detections": objects.get("detections"),
+            }
+        )
+    result = {
+        "scenes": scenes,
+        "student_epochs": epochs,
+        "table": table,
+        "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
+        "work_dir": str(work),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "refine_gain.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    return result
+
+
+def print_table(result: dict) -> None:
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    print(
+        f"\nrefine gain on {result['scenes']} generated scenes (student: {result['student_epochs']} epochs)"
+    )
+    print(f"{'stage':<24}{'mAP50':>8}{'mAP50-95':>10}{'P@.5':>8}{'R@.5':>8}{'kept boxes':>12}")
+    for row in result["table"]:
+        print(
+            f"{row['stage']:<24}{number(row['map50']):>8}{number(row['map50_95']):>10}"
+            f"{number(row['precision']):>8}{number(row['recall']):>8}{row['detections'] or 0:>12}"
+        )
+
+
+if __name__ == "__main__":
+    from engine.offline import apply_offline_env
+
+    apply_offline_env()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    args = parser.parse_args()
+    run(args.scenes, args.epochs, args.quick, args.workers, args.keep)
