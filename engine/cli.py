@@ -280,7 +280,7 @@ def command_eval(args: argparse.Namespace) -> int:
         )
     except EvalError as exc:
         raise UsageError(str(exc)) from None
-    print(f"{args.corpus} against {args.gt} (IoU 0.5 for P, R and OCR matching)")
+    print(f"{args.corpus} against {args.gt} (P and R at IoU 0.5; see pipelines/evaluate.py)")
     print(format_results(results))
     if not args.no_write:
         print(f"stored under 'eval' in run.json of iteration(s) {sorted(results)}")
