@@ -36,7 +36,9 @@ class Annotator:
 
     @property
     def source(self) -> str:
-        return f"{self.name}@{self.version}"
+        """``name@version``; an annotator with a ``source_name`` field (several instances
+        of one model, e.g. the refinement loop's students) writes that name instead."""
+        return f"{getattr(self, 'source_name', None) or self.name}@{self.version}"
 
     def setup(self) -> None:
         """Load the model. Called once per worker before the first batch."""

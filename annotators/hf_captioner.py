@@ -134,10 +134,6 @@ class HFCaptioner(SampleAnnotator):
             raise ValueError(f"set {clash} through this annotator's own fields")
         return kwargs
 
-    @property
-    def source(self) -> str:
-        return f"{self.source_name or self.name}@{self.version}"
-
     # ------------------------------------------------------------------ model
 
     def setup(self) -> None:

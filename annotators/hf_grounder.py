@@ -90,10 +90,6 @@ class HFGrounder(SampleAnnotator):
             return str(folder.resolve())
         return model
 
-    @property
-    def source(self) -> str:
-        return f"{self.source_name or self.name}@{self.version}"
-
     # ------------------------------------------------------------------ model
 
     def setup(self) -> None:

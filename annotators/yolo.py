@@ -67,10 +67,6 @@ class YoloDetector(Annotator):
             return weights
         raise ValueError(f"weights file not found: {weights}")
 
-    @property
-    def source(self) -> str:
-        return f"{self.source_name or self.name}@{self.version}"
-
     def setup(self) -> None:
         from engine.offline import prepare_ultralytics
 

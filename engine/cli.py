@@ -429,6 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for an OSError: the file it names, else the command's output or corpus
+    folder (pyarrow's write errors name no file), and the errno's text ("No space left on
+    device", "Read-only file system"), else the error's own words."""
+    path = exc.filename or getattr(args, "out", None) or getattr(args, "corpus", None)
+    reason = os.strerror(exc.errno) if exc.errno else " ".join(str(exc).split())
+    message = f"{path}: {reason}" if path else reason
+    if args.command in ("run", "refine"):
+        message += " (the shards already written are kept: rerun the same command to resume)"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
     args = build_parser().parse_args(argv)
@@ -441,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError, InputError, UsageError, FileNotFoundError) as exc:
         print(f"fld {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full or read-only disk, an I/O error: one line, not a traceback
+        print(f"fld {args.command}: {describe_os_error(exc, args)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130

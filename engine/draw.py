@@ -29,17 +29,36 @@ def font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size=size)
 
 
+class Canvas:
+    """An image to draw on: outlines on the image, translucent fills on an overlay,
+    line width and font scaled to the image, and a legend (key -> (count, colour))."""
+
+    def __init__(self, pixels: np.ndarray):
+        self.image = Image.fromarray(pixels).convert("RGB")
+        scale = max(self.image.width, self.image.height) / 800
+        self.line_width = max(2, round(2 * scale))
+        self.font = font(max(12, round(14 * scale)))
+        self.overlay = Image.new("RGBA", self.image.size, (0, 0, 0, 0))
+        self.fill = ImageDraw.Draw(self.overlay)
+        self.draw = ImageDraw.Draw(self.image)
+        self.legend: dict[str, tuple[int, tuple[int, int, int]]] = {}
+
+    def finish(self, title: str) -> Image.Image:
+        composed = Image.alpha_composite(self.image.convert("RGBA"), self.overlay).convert("RGB")
+        return with_legend(composed, self.legend, title, self.font)
+
+
 def draw_regions(pixels: np.ndarray, regions: list[dict], title: str = "") -> Image.Image:
     """Draw region rows (dicts with kind, x0..y1, quad, polygon, label, score) on an RGB
     array; returns a new image with a legend strip on the right."""
-    image = Image.fromarray(pixels).convert("RGB")
-    scale = max(image.width, image.height) / 800
-    line_width = max(2, round(2 * scale))
-    text_font = font(max(12, round(14 * scale)))
-    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    fill = ImageDraw.Draw(overlay)
-    draw = ImageDraw.Draw(image)
-    legend: dict[str, tuple[int, tuple[int, int, int]]] = {}
+    canvas = Canvas(pixels)
+    fill, draw, line_width, text_font, legend = (
+        canvas.fill,
+        canvas.draw,
+        canvas.line_width,
+        canvas.font,
+        canvas.legend,
+    )
     for region in regions:
         key = "ocr text" if region["kind"] == "ocr" else f"{region['kind']}: {region['label']}"
         colour = label_colour(key)
@@ -65,8 +84,7 @@ def draw_regions(pixels: np.ndarray, regions: list[dict], title: str = "") -> Im
         x, y = region["x0"], max(0.0, region["y0"] - (bottom - top) - 4)
         draw.rectangle((x, y, x + right - left + 6, y + bottom - top + 4), fill=colour)
         draw.text((x + 3, y + 2 - top), caption, fill=(0, 0, 0), font=text_font)
-    image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
-    return with_legend(image, legend, title, text_font)
+    return canvas.finish(title or "kept regions")
 
 
 def with_legend(image: Image.Image, legend: dict, title: str, text_font) -> Image.Image:
@@ -97,14 +115,8 @@ def draw_phrases(pixels: np.ndarray, phrases: list[dict], title: str = "") -> Im
     """Draw phrase rows (dicts with phrase, box {x0..y1}, polygon, score): each phrase
     wording in its own colour, its boxes outlined and its polygons filled in that colour,
     with a legend of the phrases."""
-    image = Image.fromarray(pixels).convert("RGB")
-    scale = max(image.width, image.height) / 800
-    line_width = max(2, round(2 * scale))
-    text_font = font(max(12, round(14 * scale)))
-    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    fill = ImageDraw.Draw(overlay)
-    draw = ImageDraw.Draw(image)
-    legend: dict[str, tuple[int, tuple[int, int, int]]] = {}
+    canvas = Canvas(pixels)
+    fill, draw, line_width, legend = canvas.fill, canvas.draw, canvas.line_width, canvas.legend
     for row in phrases:
         if row.get("box") is None:
             continue
@@ -123,5 +135,4 @@ def draw_phrases(pixels: np.ndarray, phrases: list[dict], title: str = "") -> Im
         draw.rectangle(
             (box["x0"], box["y0"], box["x1"], box["y1"]), outline=colour, width=line_width
         )
-    image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
-    return with_legend(image, legend, title or "kept phrases", text_font)
+    return canvas.finish(title or "kept phrases")
