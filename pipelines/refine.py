@@ -158,7 +158,7 @@ def train_student(
         data=str(data_dir / "data.yaml"), epochs=student.epochs, imgsz=student.image_size,
         batch=student.batch, device=student.device, workers=student.workers, seed=student.seed,
         deterministic=True, project=str(folder), name="train", exist_ok=True, plots=False,
-        verbose=False, amp=False,
+        verbose=show_progress, amp=False,
     )  # fmt: skip
     trained = train_dir / "weights" / "best.pt"
     if not trained.exists():
