@@ -13,6 +13,7 @@ import yaml
 
 from engine.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_config
 from filters.confidence import ConfidenceFilter
+from filters.fusion import FusionFilter
 from filters.geometry import GeometryFilter
 from filters.nms import NMSFilter
 from filters.phrase_confidence import PhraseConfidenceFilter
@@ -59,6 +60,7 @@ def test_default_config_validates_and_builds():
         GeometryFilter,
         ConfidenceFilter,
         NMSFilter,
+        FusionFilter,
         TextComplexityFilter,
         PhraseConfidenceFilter,
     ]
@@ -101,6 +103,7 @@ def test_override_values_are_yaml():
             "filters.nms.class_agnostic=true",
             "filters.geometry.enabled=false",
             "filters.text_complexity.enabled=false",
+            "filters.fusion.enabled=false",
             "filters.phrase_confidence.enabled=false",
             "input.parquet_column=null",
         ],
@@ -130,6 +133,7 @@ def test_config_file_and_overrides_combine(tmp_path):
         GeometryFilter,
         ConfidenceFilter,
         NMSFilter,
+        FusionFilter,
         TextComplexityFilter,
         PhraseConfidenceFilter,
     ]

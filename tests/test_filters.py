@@ -50,6 +50,7 @@ def test_registry_resolves_every_filter():
         "geometry",
         "confidence",
         "nms",
+        "fusion",
         "text_complexity",
         "phrase_confidence",
     ]

@@ -75,7 +75,8 @@ def test_yolo_pipeline_writes_object_regions(yolo_model, tmp_path):
                 "annotators": [yolo, {**yolo, "source_name": "student_i1"}],
                 # random weights score far below any useful threshold: keep them all so
                 # that geometry and NMS still decide, and kept rows exist to check
-                "filters": {"confidence": {"enabled": False}},
+                # Two instances of one model: fusing them would hide the rows under test.
+                "filters": {"confidence": {"enabled": False}, "fusion": {"enabled": False}},
             }
         )
     )
