@@ -1,0 +1,108 @@
+"""Fault battery 2: SIGKILL a Ray worker actor in the middle of a shard.
+
+``fld run --address`` on the session's Ray cluster (2 actors, 8 shards of 2 photos). Once a
+shard is done, the test finds the run's ``ShardWorker`` actors in the cluster's actor table
+(their pids), waits until one of them is inside ``ShardWorker.process`` (Ray sets the process
+title to ``ray::ShardWorker.process`` while the task runs) and SIGKILLs it. The actor is
+declared with ``max_restarts=3, max_task_retries=3``: Ray restarts it (a new process, models
+loaded again) and retries the shard. The run must exit 0 with every row equal to an
+uninterrupted run's, each shard written once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from battery import (
+    REPO,
+    check_corpus_integrity,
+    count_rows,
+    fld_command,
+    marker_count,
+    report,
+    shared_photo_set,
+    wait_for,
+)
+from corpus_tools import all_rows
+
+
+def shard_workers() -> list[dict]:
+    """The cluster's ShardWorker actors (alive or not) with pid, state and restarts."""
+    from ray._private import state
+
+    return [actor for actor in state.actors().values() if actor["ActorClassName"] == "ShardWorker"]
+
+
+def title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def test_kill_worker_actor_mid_shard(ray_session, tmp_path, tmp_path_factory, capsys):
+    photos = shared_photo_set(tmp_path_factory)
+    before = {actor["ActorID"] for actor in shard_workers()}
+    out = tmp_path / "corpus"
+    command = fld_command(
+        photos["folder"], out, photos["config"], "--shard-size", str(photos["shard_size"]),
+        "--address", ray_session, "--workers", "2",
+    )  # fmt: skip
+    started = time.monotonic()
+    driver = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    victim: dict = {}
+    try:
+        assert wait_for(lambda: marker_count(out) >= 1 or driver.poll() is not None, 300)
+        assert driver.poll() is None, "the run ended before a worker could be killed"
+
+        def busy_worker() -> bool:
+            for actor in shard_workers():
+                if actor["ActorID"] in before or actor["State"] != "ALIVE" or not actor["Pid"]:
+                    continue
+                if "ShardWorker.process" in title(actor["Pid"]):
+                    victim.update(actor)
+                    return True
+            return False
+
+        assert wait_for(busy_worker, timeout=60, interval=0.002), "no worker seen mid-shard"
+        original_pids = {
+            a["Pid"] for a in shard_workers() if a["ActorID"] not in before and a["Pid"]
+        }
+        os.kill(victim["Pid"], signal.SIGKILL)
+        markers_at_kill = marker_count(out)
+        stdout, stderr = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    seconds = time.monotonic() - started
+    assert driver.returncode == 0, stderr[-3000:]
+    assert "committed iteration 0" in stdout, stdout
+
+    restarted = next(a for a in shard_workers() if a["ActorID"] == victim["ActorID"])
+    assert restarted["NumRestarts"] >= 1, restarted
+    markers = sorted((out / "iteration=0" / "_shards").glob("*.json"))
+    pids = [json.loads(marker.read_text())["worker"]["pid"] for marker in markers]
+    new_pids = set(pids) - original_pids
+    assert len(markers) == 8
+    # The retried shard (and any later one given to that actor) came from the new process.
+    assert len(new_pids) == 1 and restarted["Pid"] in new_pids, (pids, original_pids)
+    figures = check_corpus_integrity(out)
+    rows = all_rows(out)
+    assert rows == photos["rows"]
+    report(
+        capsys,
+        f"\n[kill-worker] killed actor pid {victim['Pid']} in ShardWorker.process with "
+        f"{markers_at_kill} of 8 shards written; actor restarts: {restarted['NumRestarts']}; "
+        f"shards by the killed pid: {pids.count(victim['Pid'])}, by its restarted "
+        f"process(es) {sorted(new_pids)}: {sum(p in new_pids for p in pids)}; exit 0; "
+        f"{count_rows(rows)} rows equal to the reference, {figures['parquet_files']} Parquet "
+        f"files read; {seconds:.1f} s",
+    )
