@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test reliability bench lint format clean
+.PHONY: install demo test reliability bench bench-refine lint format clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ reliability: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+bench-refine: install  # about 25 minutes on 2 CPU cores
+	$(BIN)/python bench/refine_gain.py --scenes 150 --epochs 15
 
 lint: install
 	$(BIN)/ruff check .

@@ -55,7 +55,7 @@ import writer_bench  # noqa: E402
 
 from engine.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_config  # noqa: E402
 
-BENCHMARKS = ("overhead", "scaling", "writer")
+BENCHMARKS = ("overhead", "scaling", "writer", "text_filter", "export_memory")
 RESULTS_DIR = BENCH_DIR / "results"
 THREADS = 1
 
@@ -313,7 +313,44 @@ def bench_writer(ctx: argparse.Namespace) -> dict:
     }
 
 
-RUNNERS = {"overhead": bench_overhead, "scaling": bench_scaling, "writer": bench_writer}
+def bench_text_filter(args: argparse.Namespace) -> dict:
+    """The spaCy complexity filter's words/s against plain nlp.pipe (bench/text_filter.py)."""
+    import text_filter
+
+    result = text_filter.run(quick=args.quick)
+    return {key: result[key] for key in ("headlines", "notes", "measurements")}
+
+
+def bench_export_memory(args: argparse.Namespace) -> dict:
+    """Peak memory of the exports at two corpus sizes (bench/export_memory.py)."""
+    import export_memory
+
+    result = export_memory.run(quick=args.quick)
+    sizes = sorted(result["sizes"])
+    headlines = [
+        headline(
+            f"{fmt}: peak RSS growth {sizes[-1]:,} / {sizes[0]:,} region rows", ratio, "<=", 1.5
+        )
+        for fmt, ratio in result["peak_growth_ratio"].items()
+        if fmt != "naive"
+    ]
+    headlines.append(
+        headline("naive (whole table fetched), for contrast", result["peak_growth_ratio"]["naive"])
+    )
+    notes = [
+        f"export_memory: exports of synthetic corpora of {sizes[0]:,} and {sizes[-1]:,} region rows, "
+        "each in a fresh process; ratio of peak RSS growth above the post-import baseline."
+    ]
+    return {"headlines": headlines, "notes": notes, "measurements": result}
+
+
+RUNNERS = {
+    "overhead": bench_overhead,
+    "scaling": bench_scaling,
+    "writer": bench_writer,
+    "text_filter": bench_text_filter,
+    "export_memory": bench_export_memory,
+}
 
 
 # --------------------------------------------------------------------------- main
