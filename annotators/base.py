@@ -24,6 +24,21 @@ from engine.records import Region, Sample
 STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
+def hub_id_or_folder(model: str) -> str:
+    """Validate a transformers ``model`` setting: a hub id is kept as given; anything that
+    looks like a path must be an existing folder (returned absolute)."""
+    from pathlib import Path
+
+    if not model.strip():
+        raise ValueError("model must be a hub id or a local folder")
+    if model.startswith(("/", ".", "~")) or Path(model).exists():
+        folder = Path(model).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"model folder not found: {model}")
+        return str(folder.resolve())
+    return model
+
+
 class Annotator:
     """Region annotators (``stage = "regions"``) see the decoded images before any
     filter; sample annotators (``SampleAnnotator``, stages ``texts``, ``phrases``, ``masks``) run after

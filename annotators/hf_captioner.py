@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
-from annotators.base import STRICT, SampleAnnotator
+from annotators.base import STRICT, SampleAnnotator, hub_id_or_folder
 from engine.records import GRANULARITIES, Sample, Text
 
 log = logging.getLogger(__name__)
@@ -45,10 +44,6 @@ FLORENCE2_TASKS = {
     "detailed": "<DETAILED_CAPTION>",
     "more_detailed": "<MORE_DETAILED_CAPTION>",
 }
-
-
-def looks_like_path(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or Path(model).exists()
 
 
 @dataclass(config=STRICT)
@@ -95,14 +90,7 @@ class HFCaptioner(SampleAnnotator):
     @field_validator("model")
     @classmethod
     def _model_found(cls, model: str) -> str:
-        if not model.strip():
-            raise ValueError("model must be a hub id or a local folder")
-        if looks_like_path(model):
-            folder = Path(model).expanduser()
-            if not folder.is_dir():
-                raise ValueError(f"model folder not found: {model}")
-            return str(folder.resolve())
-        return model
+        return hub_id_or_folder(model)
 
     @field_validator("granularities")
     @classmethod

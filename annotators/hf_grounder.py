@@ -30,21 +30,16 @@ so its boxes are relative to width and height.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Annotated, ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
-from annotators.base import STRICT, SampleAnnotator
+from annotators.base import STRICT, SampleAnnotator, hub_id_or_folder
 from engine.records import Phrase, Sample
 
 SUPPORTED = ("owlv2", "owlvit")
-
-
-def looks_like_path(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or Path(model).exists()
 
 
 @dataclass(config=STRICT)
@@ -81,14 +76,7 @@ class HFGrounder(SampleAnnotator):
     @field_validator("model")
     @classmethod
     def _model_found(cls, model: str) -> str:
-        if not model.strip():
-            raise ValueError("model must be a hub id or a local folder")
-        if looks_like_path(model):
-            folder = Path(model).expanduser()
-            if not folder.is_dir():
-                raise ValueError(f"model folder not found: {model}")
-            return str(folder.resolve())
-        return model
+        return hub_id_or_folder(model)
 
     # ------------------------------------------------------------------ model
 
