@@ -95,7 +95,7 @@ def run_fld(*args: str, timeout: float = 300, check: bool = True) -> subprocess.
     return result
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
+def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

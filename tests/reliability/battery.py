@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from conftest import wait_for  # noqa: F401 - re-exported to the battery tests
 from PIL import Image
 
 from engine.query import connect
@@ -192,15 +193,6 @@ def report(capsys, text: str) -> None:
 
 def count_rows(rows: dict[str, list[tuple]]) -> int:
     return sum(len(table_rows) for table_rows in rows.values())
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def kill_tree_leftovers(process: subprocess.Popen) -> None:
