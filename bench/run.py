@@ -55,7 +55,18 @@ import writer_bench  # noqa: E402
 
 from engine.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_config  # noqa: E402
 
-BENCHMARKS = ("overhead", "scaling", "writer", "text_filter", "export_memory")
+BENCHMARKS = (
+    "overhead",
+    "scaling",
+    "writer",
+    "text_filter",
+    "export_memory",
+    "naive_json",
+    "memory",
+)
+# Those that run the engine inside this process's Ray, and those that need the images.
+RAY_BENCHMARKS = ("overhead", "scaling")
+IMAGE_BENCHMARKS = (*RAY_BENCHMARKS, "naive_json", "memory")
 RESULTS_DIR = BENCH_DIR / "results"
 THREADS = 1
 
@@ -127,6 +138,19 @@ def start_ray() -> float:
     return seconds
 
 
+def set_bench_ray(ctx: argparse.Namespace, running: bool) -> None:
+    """Start this process's Ray for the benchmarks that run the engine in it (its start-up
+    time goes into ``ctx.ray_init_s``, measured once); stop it before those that launch
+    their own ``fld run`` processes, which start their own."""
+    import ray
+
+    if running and not ray.is_initialized():
+        seconds = start_ray()
+        ctx.ray_init_s = ctx.ray_init_s or seconds
+    elif not running and ray.is_initialized():
+        ray.shutdown()
+
+
 # --------------------------------------------------------------------------- benchmarks
 
 
@@ -138,6 +162,12 @@ def cpu_note(standalone: dict, engine: dict) -> str:
         f"standalone {standalone['cpu_s'] / standalone['wall_s']:.2f}, "
         f"engine worker {engine['worker_cpu_s'] / engine['worker_busy_s']:.2f}"
     )
+
+
+def filter_seconds(stage_s: dict) -> float:
+    """Seconds the worker spent in filters (geometry, confidence, NMS, fusion, the spaCy
+    text filter, phrase confidence): the ``filter:*`` timings of the shard markers."""
+    return sum(seconds for key, seconds in stage_s.items() if key.startswith("filter:"))
 
 
 def gap_breakdown(standalone: dict, engine: dict, config: EngineConfig) -> dict:
@@ -198,6 +228,8 @@ def bench_overhead(ctx: argparse.Namespace) -> dict:
         gap = gap_breakdown(run["standalone"], run["engine"], config)
         standalone_wall = run["standalone"]["wall_s"]
         headlines.append(headline(f"batch {batch_size}: annotator time in worker / standalone", gap["annotator_ratio"]))  # fmt: skip
+        filter_s = median(filter_seconds(r["engine"]["stage_s"]) for r in runs)
+        headlines.append(headline(f"batch {batch_size}: filter share (confidence, NMS, fusion, spaCy, ...) of engine total", filter_s / total, "<=", 0.05))  # fmt: skip
         startup = ctx.ray_init_s + run["engine"]["until_first_shard_s"]
         parts = ", ".join(
             f"{label} {share(seconds, standalone_wall)}" for label, seconds in gap["parts"].items()
@@ -344,12 +376,38 @@ def bench_export_memory(args: argparse.Namespace) -> dict:
     return {"headlines": headlines, "notes": notes, "measurements": result}
 
 
+def bench_naive_json(ctx: argparse.Namespace) -> dict:
+    """A naive per-image JSON script against ``fld run`` (bench/naive_json.py)."""
+    import naive_json
+
+    result = naive_json.run(quick=ctx.quick, images_dir=ctx.images_dir, n_images=ctx.n_images)
+    headlines = [
+        headline("naive per-image JSON script time / fld run time", result["speedup"]),
+    ]
+    return {"headlines": headlines, "notes": result.pop("notes"), "measurements": result}
+
+
+def bench_memory(ctx: argparse.Namespace) -> dict:
+    """Driver and worker peak RSS per image count (bench/memory_growth.py)."""
+    import memory_growth
+
+    result = memory_growth.run(quick=ctx.quick, images_dir=ctx.images_dir)
+    small, large = result["sizes"]
+    headlines = [
+        headline(f"{role} peak RSS, {large} / {small} images", ratio, "<=", 1.10)
+        for role, ratio in result["peak_growth_ratio"].items()
+    ]
+    return {"headlines": headlines, "notes": result.pop("notes"), "measurements": result}
+
+
 RUNNERS = {
     "overhead": bench_overhead,
     "scaling": bench_scaling,
     "writer": bench_writer,
     "text_filter": bench_text_filter,
     "export_memory": bench_export_memory,
+    "naive_json": bench_naive_json,
+    "memory": bench_memory,
 }
 
 
@@ -415,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     rows, notes, summaries, failed = [], [], {}, {}
-    needs_engine = any(name in ("overhead", "scaling") for name in args.selected)
+    needs_engine = any(name in IMAGE_BENCHMARKS for name in args.selected)
     try:
         if needs_engine:
             # One snapshot of the default config for the whole run, so every engine run and
@@ -427,9 +485,9 @@ def main(argv: list[str] | None = None) -> int:
             except ConfigError as exc:
                 raise SystemExit(f"the default config does not load: {exc}") from None
             workload.make_images(args.n_images, args.images_dir)
-            args.ray_init_s = start_ray()
         for name in args.selected:
             print(f"running {name} ...", flush=True)
+            set_bench_ray(args, running=name in RAY_BENCHMARKS)
             began = time.perf_counter()
             try:
                 result = RUNNERS[name](args)
@@ -448,10 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.extend(result["notes"])
             summaries[name] = result["headlines"]
     finally:
-        if needs_engine:
-            import ray
-
-            ray.shutdown()
+        set_bench_ray(args, running=False)
         if args.keep_temp:
             print(f"kept {args.tmp}")
         else:

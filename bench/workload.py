@@ -4,7 +4,8 @@ they got.
 
 ``TimedShardProcessor`` is the engine's own ``ShardProcessor`` with three timestamps added
 to each shard's marker (``marker["bench"]``): when the worker finished ``setup()`` (models
-loaded), when it began and when it ended ``process(shard)``. Nothing else changes. It is
+loaded), when it began and when it ended ``process(shard)``; and the worker's resident
+memory after the shard, now and at its peak. Nothing else changes. It is
 swapped in for ``pipelines.annotate.ShardProcessor`` only while ``run_engine`` runs, and
 pickled by value to the Ray workers (``bench/`` is not an installed package).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -159,6 +161,18 @@ def run_standalone(config: EngineConfig, folder: Path) -> dict:
 # --------------------------------------------------------------------------- engine
 
 
+def current_rss_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc/self/statm``)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since it started (``ru_maxrss`` is in KiB on
+    Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class TimedShardProcessor(ShardProcessor):
     """The engine's processor, plus timestamps in the marker (see the module docstring)."""
 
@@ -176,6 +190,8 @@ class TimedShardProcessor(ShardProcessor):
             "process_start": began,
             "process_end": time.time(),
             "pid": os.getpid(),
+            "rss_bytes": current_rss_bytes(),
+            "peak_rss_bytes": peak_rss_bytes(),
         }
         return result
 
@@ -228,4 +244,8 @@ def run_engine(config: EngineConfig, folder: Path, out: Path) -> dict:
         "n_errors": summary.counts.get("rows", {}).get("errors", 0),
         "worker_pids": sorted({s["pid"] for s in stamps}),
         "stage_s": {key: round(value, 4) for key, value in sorted(stage_s.items())},
+        "worker_memory": [
+            {key: stamp[key] for key in ("pid", "process_end", "rss_bytes", "peak_rss_bytes")}
+            for stamp in sorted(stamps, key=lambda stamp: stamp["process_end"])
+        ],
     }

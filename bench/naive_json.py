@@ -1,0 +1,176 @@
+"""The naive way against ``fld run`` (issue 7, benchmark 6): how single-machine
+auto-labelling scripts work, one image at a time through each model in turn, one JSON file
+per image.
+
+The naive script (``--naive IMAGES OUT``) loads the default config's annotators and filters
+(the same models and settings as ``fld run``, built by ``workload.pipeline_steps``, so the
+two make the same labels), then for every image: read, decode, call each step on a batch of
+one, ``json.dump`` the image's rows. It uses the libraries' default threading (every
+core), as such a script would. ``fld run`` runs with its defaults (2 workers, 1 thread each,
+batch 8) and shards small enough to give both workers work. Each side is a fresh process,
+timed from launch to exit (Python start-up, imports and model loading included on both).
+
+    .venv/bin/python bench/naive_json.py            # 48 images
+    .venv/bin/python bench/naive_json.py --quick    # 8 images
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+for path in (str(REPO), str(BENCH_DIR)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+FLD = Path(sys.executable).with_name("fld")
+
+
+def json_value(value):
+    """numpy scalars and arrays, as JSON (the naive script's ``default=``)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def naive_script(images: Path, out: Path) -> dict:
+    """The per-image loop (runs in this process). Returns counts of what it wrote."""
+    import workload
+
+    from engine.config import load_config
+    from engine.imaging import DecodeLimits, decode_image
+    from engine.records import Sample, content_id
+
+    threads = os.cpu_count() or 1
+    config = load_config(None, [f"run.threads_per_worker={threads}", "run.batch_size=1"])
+    steps = workload.pipeline_steps(config)
+    limits = DecodeLimits(config.decode.min_side, config.decode.max_pixels)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"images": 0, "regions": 0, "kept_regions": 0, "texts": 0, "phrases": 0}
+    for path in sorted(images.iterdir()):
+        data = path.read_bytes()
+        decoded = decode_image(data, limits)
+        sample = Sample(content_id(data), str(path), decoded.pixels, decoded.format, len(data))
+        for step in steps:
+            if hasattr(step, "apply_batch"):
+                step.apply_batch([sample])
+            elif step.stage == "regions":
+                sample.regions.extend(step.annotate([sample.pixels])[0])
+            else:
+                step.annotate_samples([sample])
+        record = {
+            "image": sample.image_row(0),
+            "regions": sample.region_rows(0),
+            "texts": sample.text_rows(0),
+            "phrases": sample.phrase_rows(0),
+        }
+        with open(out / f"{path.stem}.json", "w") as handle:
+            json.dump(record, handle, default=json_value)
+        counts["images"] += 1
+        counts["regions"] += len(record["regions"])
+        counts["kept_regions"] += sum(1 for row in record["regions"] if row["kept"])
+        counts["texts"] += len(record["texts"])
+        counts["phrases"] += len(record["phrases"])
+    return counts
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    began = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - began
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
+    return seconds, completed.stdout
+
+
+def engine_counts(corpus: Path) -> dict:
+    from engine.query import connect
+
+    connection = connect(corpus)
+    row = connection.execute(
+        "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM regions), "
+        "(SELECT count(*) FROM regions WHERE kept), (SELECT count(*) FROM texts), "
+        "(SELECT count(*) FROM phrases)"
+    ).fetchall()[0]
+    return dict(zip(("images", "regions", "kept_regions", "texts", "phrases"), row, strict=True))
+
+
+def run(quick: bool = False, images_dir: Path | None = None, n_images: int | None = None) -> dict:
+    import workload
+
+    n_images = n_images or (8 if quick else 48)
+    shard_size = max(1, n_images // 6)
+    with tempfile.TemporaryDirectory(prefix="fld-naive-") as temporary:
+        tmp = Path(temporary)
+        source = sorted(images_dir.iterdir()) if images_dir else []
+        if len(source) < n_images:
+            source = workload.make_images(n_images, tmp / "all")
+        images = tmp / "images"
+        images.mkdir()
+        for image in source[:n_images]:
+            os.symlink(image, images / image.name)
+        print(f"  naive_json: naive script on {n_images} images ...", flush=True)
+        naive_s, stdout = timed(
+            [sys.executable, __file__, "--naive", str(images), str(tmp / "json")]
+        )
+        naive_counts = json.loads(stdout.strip().splitlines()[-1])
+        print(f"  naive_json: fld run on {n_images} images ...", flush=True)
+        engine_s, _ = timed(
+            [
+                str(FLD),
+                "run",
+                str(images),
+                "--out",
+                str(tmp / "corpus"),
+                "--shard-size",
+                str(shard_size),
+                "--workers",
+                "2",
+            ]
+        )
+        counts = engine_counts(tmp / "corpus")
+    same = naive_counts == counts
+    notes = [
+        f"naive_json: {n_images} images; naive = one process, images one at a time through "
+        f"the default config's annotators and filters, library default threads "
+        f"({os.cpu_count()}), one JSON file per image; fld run = 2 workers x 1 thread, batch 8, "
+        f"shards of {shard_size}; both timed launch to exit (imports and model loading "
+        f"included). naive {naive_s:.1f}s, fld run {engine_s:.1f}s. Same labels: "
+        + ("yes" if same else f"NO (naive {naive_counts}, fld run {counts})")
+    ]
+    return {
+        "n_images": n_images,
+        "shard_size": shard_size,
+        "naive_s": naive_s,
+        "fld_run_s": engine_s,
+        "speedup": naive_s / engine_s,
+        "naive_counts": naive_counts,
+        "fld_run_counts": counts,
+        "same_labels": same,
+        "notes": notes,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="8 images")
+    parser.add_argument("--images", type=int, default=None, help="images (default 48)")
+    parser.add_argument("--naive", nargs=2, metavar=("IMAGES", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.naive:
+        print(json.dumps(naive_script(Path(args.naive[0]), Path(args.naive[1]))))
+        return 0
+    print(json.dumps(run(quick=args.quick, n_images=args.images), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
