@@ -6,8 +6,8 @@ does, with ``workload.TimedShardProcessor`` so every shard's marker carries its 
 memory), on the first N of the same distinct images, 2 workers, small shards so the larger
 run has many more shards per worker. Measured:
 
-- driver: ``ru_maxrss`` of the driver process at the end of the run (its peak, all threads);
-- workers: each worker's ``ru_maxrss`` after its last shard (its peak since the actor
+- driver: the driver process's peak resident memory (``VmHWM``) at the end of the run;
+- workers: each worker's ``VmHWM`` after its last shard (its peak since the actor
   started, model loading included), and its resident memory after each shard, so growth
   within a run shows too.
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -161,16 +160,27 @@ def run_standalone(config: EngineConfig, folder: Path) -> dict:
 # --------------------------------------------------------------------------- engine
 
 
+def proc_status_bytes(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (Linux; given in kB there), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def current_rss_bytes() -> int:
-    """This process's resident memory now (Linux ``/proc/self/statm``)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
+    """This process's resident memory now."""
+    return proc_status_bytes("VmRSS")
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory since it started (``ru_maxrss`` is in KiB on
-    Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory since its program started (``VmHWM``).
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the parent's resident size at
+    fork/exec into the child's ``ru_maxrss``, so a process launched by a 2 GB parent
+    reports at least 2 GB whatever it does itself (measured: a child of a 1.5 GB parent
+    reported 1,513 MB of ``ru_maxrss`` with a VmHWM of 13 MB)."""
+    return proc_status_bytes("VmHWM")
 
 
 class TimedShardProcessor(ShardProcessor):
