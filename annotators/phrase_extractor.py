@@ -107,9 +107,10 @@ class PhraseExtractor(SampleAnnotator):
     max_phrases_per_text: Annotated[int, Field(ge=1, le=500)] = 40
 
     def setup(self) -> None:
-        import spacy
+        from engine.nlp import load_spacy
 
-        self._nlp = spacy.load(self.model, exclude=["ner"])
+        # Loaded once per process: the text-complexity filter shares its components.
+        self._nlp = load_spacy(self.model, exclude=["ner"])
         self._blacklist = {word.lower() for word in self.blacklist}
 
     def annotate_samples(self, samples: list[Sample]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from engine.offline import apply_offline_env
@@ -22,6 +23,21 @@ from engine.sources import Shard
 class Processor(Protocol):
     def setup(self) -> None: ...
     def process(self, shard: Shard): ...
+
+
+@contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set ``variables`` in this process's environment for the ``with`` block only."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class LocalExecutor:
@@ -71,17 +87,17 @@ class RayExecutor:
             return False
         env = apply_offline_env()
         env["OMP_NUM_THREADS"] = str(self.threads_per_worker)
-        options = {
-            "runtime_env": {"env_vars": env},
-            "logging_level": "WARNING",
-            "log_to_driver": True,
-            "configure_logging": True,
-        }
+        options = {"logging_level": "WARNING", "log_to_driver": True, "configure_logging": True}
         if self.address:
-            ray.init(address=self.address, **options)
+            ray.init(address=self.address, runtime_env={"env_vars": env}, **options)
         else:
+            # A local Ray's processes inherit this process's environment, so the variables
+            # are set here while it starts rather than in a runtime_env: an actor with a
+            # runtime_env cannot use the worker processes Ray starts with the node, and
+            # waits for a new one (about 1.5 s).
             needed = self.workers * self.threads_per_worker
-            ray.init(num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False, **options)
+            with environment(env):
+                ray.init(num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False, **options)  # fmt: skip
         return True
 
     def map(self, processor: Processor, shards: Iterable[Shard]) -> Iterator:

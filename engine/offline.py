@@ -1,5 +1,6 @@
 """Settings that keep libraries off the network (these machines reach package registries
-only). Applied by the CLI, by every Ray worker (through ``runtime_env``) and by tests.
+only). Applied by the CLI, by every Ray worker (inherited from the environment a local Ray
+is started with, or through ``runtime_env`` on a cluster joined by address) and by tests.
 """
 
 from __future__ import annotations

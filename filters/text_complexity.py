@@ -130,10 +130,11 @@ class TextComplexityFilter(TextFilter):
     batch_size: Annotated[int, Field(ge=1)] = 256
 
     def setup(self) -> None:
-        import spacy
+        from engine.nlp import load_spacy
 
         # Only what the parse needs: POS tags (tagger + attribute_ruler) and dependencies.
-        self._nlp = spacy.load(self.model, exclude=["ner", "lemmatizer"])
+        # Once per process: with the phrase extractor's pipeline loaded, its components.
+        self._nlp = load_spacy(self.model, exclude=["ner", "lemmatizer"])
 
     @field_validator("thresholds", mode="before")
     @classmethod

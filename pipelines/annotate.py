@@ -76,12 +76,11 @@ class ShardProcessor:
 
     def setup(self) -> None:
         threads = self.config.run.threads_per_worker
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # torch, imported later, reads it
         import cv2
-        import torch
 
         cv2.setNumThreads(threads)
-        torch.set_num_threads(threads)
+        limit_torch_threads(threads)
         self.annotators = [spec.build() for spec in self.config.annotators]
         for annotator in self.annotators:
             if getattr(annotator, "threads", None) is not None:
@@ -90,6 +89,7 @@ class ShardProcessor:
         self.filters = self.config.filters.build()
         for region_filter in self.filters:
             region_filter.setup()
+        limit_torch_threads(threads)  # if a step imported torch: before any batch
         for name in TABLES:  # pyarrow imports pandas on its first from_pylist: not in a shard
             table_from_rows(name, [])
 
@@ -174,6 +174,15 @@ class ShardProcessor:
             rows["phrases"].extend(sample.phrase_rows(iteration))
         rows["errors"] = [error_row(error, iteration) for error in errors]
         return {name: table_from_rows(name, rows.get(name, [])) for name in TABLES}
+
+
+def limit_torch_threads(threads: int) -> None:
+    """``torch.set_num_threads`` if torch is imported. Not imported here: it takes seconds,
+    and only some steps use it (NMS, spaCy, transformers, YOLO, SAM); one that imports it
+    during ``setup()`` gets ``OMP_NUM_THREADS`` threads, set before."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def run_annotator(annotator, batch: list[Sample]) -> None:
