@@ -4,9 +4,11 @@ a large synthetic corpus (the same shard size, ten times the shards).
     .venv/bin/python bench/export_memory.py            # 100k vs 1M region rows
     .venv/bin/python bench/export_memory.py --quick    # 50k vs 200k
 
-The corpora are written directly with the contract schemas and ``IterationWriter``:
-shards of 50 images x 200 regions (10k region rows; 20% OCR lines with quads, 10% of
-objects with an 8-point polygon, 30% dropped), 3 texts and 4 phrase rows per image.
+The corpora come from the shared synthetic builder (``bench/synthetic_corpus.py``: the
+contract schemas, committed through ``IterationWriter``): shards of 10k region rows over
+about 50 images (200 regions per image on average; objects, OCR lines with quads and dense
+captions, kept objects partly with polygons, about 38% dropped), 3 texts and the brief
+caption's phrases per image.
 
 Each export runs in a fresh Python process, which reports its RSS after imports
 (``baseline``) and its peak RSS (``ru_maxrss``) after the export; the figure that must
@@ -30,139 +32,22 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for path in (str(REPO), str(BENCH_DIR)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
-IMAGES_PER_SHARD = 50
-REGIONS_PER_IMAGE = 200
+REGIONS_PER_SHARD = 10_000
+REGIONS_PER_IMAGE = 200  # mean; about 50 images per shard
 FORMATS = ("florence2", "coco", "yolo")
-LABELS = ["person", "car", "bus", "dog", "cat", "chair", "cup", "bottle", "tv", "book"]
-WORDS = ["EXIT", "STOP", "Main St", "OPEN 24h", "No parking", "SALE", "Café", "1200"]
-
-
-def synthetic_shard(shard: int, seed: int = 0) -> dict:
-    """The five tables of one shard (numpy-built, no per-row Python dicts for regions)."""
-    import numpy as np
-    import pyarrow as pa
-
-    from engine.schemas import TABLES
-
-    rng = np.random.default_rng(seed + shard)
-    n_images, n = IMAGES_PER_SHARD, IMAGES_PER_SHARD * REGIONS_PER_IMAGE
-    image_ids = [f"{shard:08x}{i:08x}{seed:016x}" for i in range(n_images)]
-    width, height = 640, 480
-    image_of = np.arange(n) // REGIONS_PER_IMAGE
-    ids = np.array(image_ids, dtype=object)[image_of]
-    is_ocr = rng.random(n) < 0.2
-    has_polygon = (~is_ocr) & (rng.random(n) < 0.1)
-    x0 = rng.uniform(0, width - 60, n).astype(np.float32)
-    y0 = rng.uniform(0, height - 60, n).astype(np.float32)
-    x1 = np.minimum(x0 + rng.uniform(4, 200, n), width).astype(np.float32)
-    y1 = np.minimum(y0 + rng.uniform(4, 200, n), height).astype(np.float32)
-    quads = [
-        [float(a), float(b), float(c), float(b), float(c), float(d), float(a), float(d)]
-        if ocr
-        else None
-        for ocr, a, b, c, d in zip(is_ocr, x0, y0, x1, y1, strict=True)
-    ]
-    polygons = [
-        [float(a), float(b), float(c), float(b), float(c), float(d), float(a), float(d)]
-        if polygon
-        else []
-        for polygon, a, b, c, d in zip(has_polygon, x0, y0, x1, y1, strict=True)
-    ]
-    labels = np.where(
-        is_ocr,
-        np.array(WORDS, dtype=object)[rng.integers(0, len(WORDS), n)],
-        np.array(LABELS, dtype=object)[rng.integers(0, len(LABELS), n)],
-    )
-    dropped = rng.random(n) < 0.3
-    sources = np.where(is_ocr, "rapidocr@1", "ssd_coco@1")
-    regions = pa.table(
-        {
-            "region_id": [f"{ids[i][:16]}:0:r{i % REGIONS_PER_IMAGE}" for i in range(n)],
-            "image_id": ids,
-            "iteration": np.zeros(n, dtype=np.int32),
-            "kind": np.where(is_ocr, "ocr", "object"),
-            "x0": x0,
-            "y0": y0,
-            "x1": x1,
-            "y1": y1,
-            "quad": quads,
-            "polygon": polygons,
-            "label": labels,
-            "score": rng.random(n).astype(np.float32),
-            "source": sources,
-            "sources": [[s] for s in sources],
-            "n_sources": np.ones(n, dtype=np.int32),
-            "kept": ~dropped,
-            "drop_reason": np.where(dropped, "low_score", None),
-        },
-        schema=TABLES["regions"],
-    )
-    images = pa.table(
-        {
-            "image_id": image_ids,
-            "iteration": [0] * n_images,
-            "uri": [f"/data/images/{shard:05d}_{i:03d}.jpg" for i in range(n_images)],
-            "width": [width] * n_images,
-            "height": [height] * n_images,
-            "format": ["JPEG"] * n_images,
-            "bytes": [100_000] * n_images,
-        },
-        schema=TABLES["images"],
-    )
-    text_rows, phrase_rows = [], []
-    for image_id in image_ids:
-        for k, granularity in enumerate(("brief", "detailed", "more_detailed")):
-            text_rows.append(
-                {
-                    "text_id": f"{image_id[:16]}:0:t{k}",
-                    "image_id": image_id,
-                    "iteration": 0,
-                    "granularity": granularity,
-                    "text": "A person and a dog near a bus. " * (1 + 3 * k),
-                    "source": "region_captioner@1",
-                    "score": 0.8,
-                    "kept": True,
-                }
-            )
-        for k in range(4):
-            phrase_rows.append(
-                {
-                    "triplet_id": f"{image_id[:16]}:0:g{k}",
-                    "phrase_id": f"{image_id[:16]}:0:p{k // 2}",
-                    "image_id": image_id,
-                    "iteration": 0,
-                    "text_id": f"{image_id[:16]}:0:t0",
-                    "phrase": ["A person", "a dog"][k // 2],
-                    "char_start": 0,
-                    "char_end": 8,
-                    "box": {"x0": 10.0 * k, "y0": 10.0, "x1": 10.0 * k + 50, "y1": 90.0},
-                    "polygon": [10.0 * k, 10.0, 10.0 * k + 50, 10.0, 10.0 * k + 50, 90.0],
-                    "score": 0.7,
-                    "source": "phrase_extractor@1",
-                    "kept": True,
-                }
-            )
-    return {
-        "images": images,
-        "texts": pa.Table.from_pylist(text_rows, schema=TABLES["texts"]),
-        "regions": regions,
-        "phrases": pa.Table.from_pylist(phrase_rows, schema=TABLES["phrases"]),
-        "errors": TABLES["errors"].empty_table(),
-    }
 
 
 def write_corpus(root: Path, n_regions: int) -> Path:
-    from engine.corpus import Corpus, IterationWriter
+    """A committed corpus of ``n_regions`` region rows from the shared synthetic builder."""
+    from synthetic_corpus import write_corpus as write_synthetic
 
-    shards = max(1, n_regions // (IMAGES_PER_SHARD * REGIONS_PER_IMAGE))
-    writer = IterationWriter(Corpus(root), 0)
-    writer.prepare({"fingerprint": f"bench-{n_regions}", "config_hash": "bench"})
-    for shard in range(shards):
-        writer.write_shard(f"{shard:05d}", synthetic_shard(shard), {"shard": shard})
-    writer.commit({"config": {}, "counts": {}})
+    write_synthetic(
+        root, n_regions, rows_per_shard=REGIONS_PER_SHARD, regions_per_image=REGIONS_PER_IMAGE
+    )
     return root
 
 
@@ -211,7 +96,7 @@ def run(quick: bool = False, folder: Path | None = None) -> dict:
     own = folder is None
     folder = Path(tempfile.mkdtemp(prefix="fld-export-memory-")) if own else folder
     try:
-        results: dict = {"regions_per_shard": IMAGES_PER_SHARD * REGIONS_PER_IMAGE, "sizes": {}}
+        results: dict = {"regions_per_shard": REGIONS_PER_SHARD, "sizes": {}}
         for n in (small, large):
             began = time.perf_counter()
             corpus = write_corpus(folder / f"corpus-{n}", n)

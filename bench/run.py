@@ -20,6 +20,9 @@ Benchmarks:
   Target >= 1.7.
 - ``writer``: ``IterationWriter.write_shard`` rows/s / plain ``pyarrow.parquet.write_table``
   rows/s on the same synthetic shard (regions with the contract schema). Target >= 0.6.
+- ``sql_stats``: seconds per ``fld stats`` query over generated corpora of 1M, 10M and 50M
+  region rows (bench/sql_stats.py); the one absolute headline (target: <= 1 s per query
+  at 10M on this machine), plus growth ratios of summed query time between sizes.
 
 Results: ``bench/results/<benchmark>.json`` (absolute seconds included) and
 ``bench/results/summary.json`` (machine, headlines).
@@ -63,6 +66,7 @@ BENCHMARKS = (
     "export_memory",
     "naive_json",
     "memory",
+    "sql_stats",
 )
 # Those that run the engine inside this process's Ray, and those that need the images.
 RAY_BENCHMARKS = ("overhead", "scaling")
@@ -400,6 +404,21 @@ def bench_memory(ctx: argparse.Namespace) -> dict:
     return {"headlines": headlines, "notes": result.pop("notes"), "measurements": result}
 
 
+def bench_sql_stats(ctx: argparse.Namespace) -> dict:
+    """``fld stats`` over generated corpora of 1M, 10M and 50M region rows (bench/sql_stats.py):
+    seconds per standard query (target: <= 1 s at 10M) and growth with the corpus."""
+    import sql_stats
+
+    result = sql_stats.run(quick=ctx.quick)
+    print(result["measurements"]["table"], flush=True)
+    headlines = [
+        headline(measure, value, "<=" if target else None, target)
+        for measure, value, target in result["headlines"]
+    ]
+    notes, measurements = result["notes"], result["measurements"]
+    return {"headlines": headlines, "notes": notes, "measurements": measurements}
+
+
 RUNNERS = {
     "overhead": bench_overhead,
     "scaling": bench_scaling,
@@ -408,6 +427,7 @@ RUNNERS = {
     "export_memory": bench_export_memory,
     "naive_json": bench_naive_json,
     "memory": bench_memory,
+    "sql_stats": bench_sql_stats,
 }
 
 

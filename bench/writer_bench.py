@@ -7,89 +7,22 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from synthetic_corpus import shard_tables
 
 from engine.corpus import Corpus, IterationWriter
-from engine.schemas import REGIONS, TABLES, table_from_rows
-
-LABELS = ["person", "car", "bus", "dog", "cat", "chair", "cup", "bottle", "tv", "book"]
-SOURCES = ["ssd_coco@1", "rapidocr@1", "yolo@1"]
-WORDS = ["EXIT", "STOP", "Main St", "OPEN 24h", "No parking", "SALE", "Café", "1200"]
+from engine.schemas import table_from_rows
 
 
 def synthetic_shard(n_regions: int, regions_per_image: int = 200, seed: int = 0) -> dict:
-    """All five tables of one shard: ``n_regions`` region rows over
-    ``n_regions / regions_per_image`` images, 20% of them OCR lines with quads, 30% dropped."""
-    rng = np.random.default_rng(seed)
-    n_images = max(1, n_regions // regions_per_image)
-    image_ids = np.array([f"{i:032x}" for i in rng.integers(0, 2**62, n_images)], dtype=object)
-    image_of = np.minimum(np.arange(n_regions) // regions_per_image, n_images - 1)
-    is_ocr = rng.random(n_regions) < 0.2
-    x0 = rng.uniform(0, 600, n_regions).astype(np.float32)
-    y0 = rng.uniform(0, 400, n_regions).astype(np.float32)
-    x1 = x0 + rng.uniform(2, 200, n_regions).astype(np.float32)
-    y1 = y0 + rng.uniform(2, 200, n_regions).astype(np.float32)
-    quads = [
-        [float(a), float(b), float(c), float(b), float(c), float(d), float(a), float(d)]
-        if ocr
-        else None
-        for ocr, a, b, c, d in zip(is_ocr, x0, y0, x1, y1, strict=True)
-    ]
-    labels = np.where(
-        is_ocr,
-        np.array(WORDS, dtype=object)[rng.integers(0, len(WORDS), n_regions)],
-        np.array(LABELS, dtype=object)[rng.integers(0, len(LABELS), n_regions)],
+    """All five tables of one shard from the shared synthetic builder
+    (``bench/synthetic_corpus.py``): ``n_regions`` region rows over about
+    ``n_regions / regions_per_image`` images; texts, phrases and errors left empty, so the
+    rows written are the regions and their images, as this benchmark has always measured."""
+    return shard_tables(
+        n_regions, seed=seed, regions_per_image=regions_per_image, tables=("images", "regions")
     )
-    sources = np.where(
-        is_ocr, SOURCES[1], np.array(SOURCES, dtype=object)[rng.integers(0, 3, n_regions) % 3]
-    )
-    dropped = rng.random(n_regions) < 0.3
-    reasons = np.array(["low_score", "nms", "too_small"], dtype=object)
-    drop_reason = [
-        reasons[k] if d else None
-        for d, k in zip(dropped, rng.integers(0, 3, n_regions), strict=True)
-    ]
-    ids = image_ids[image_of]
-    regions = pa.table(
-        {
-            "region_id": [f"{ids[i][:16]}:0:r{i % regions_per_image}" for i in range(n_regions)],
-            "image_id": ids,
-            "iteration": np.zeros(n_regions, dtype=np.int32),
-            "kind": np.where(is_ocr, "ocr", "object"),
-            "x0": x0,
-            "y0": y0,
-            "x1": x1,
-            "y1": y1,
-            "quad": quads,
-            "polygon": [[] for _ in range(n_regions)],
-            "label": labels,
-            "score": rng.random(n_regions).astype(np.float32),
-            "source": sources,
-            "sources": [[s] for s in sources],
-            "n_sources": np.ones(n_regions, dtype=np.int32),
-            "kept": ~dropped,
-            "drop_reason": drop_reason,
-        },
-        schema=REGIONS,
-    )
-    image_rows = [
-        {
-            "image_id": image_id,
-            "iteration": 0,
-            "uri": f"/data/images/{index:08d}.jpg",
-            "width": 640,
-            "height": 480,
-            "format": "JPEG",
-            "bytes": 100_000 + index,
-        }
-        for index, image_id in enumerate(image_ids)
-    ]
-    tables = {name: schema.empty_table() for name, schema in TABLES.items()}
-    tables["regions"] = regions
-    tables["images"] = table_from_rows("images", image_rows)
-    return tables
 
 
 def _seconds(write, *args, **kwargs) -> float:
