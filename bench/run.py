@@ -125,17 +125,14 @@ def start_ray() -> float:
     """Start the local Ray the engine runs reuse; returns the seconds ``ray.init`` took."""
     import ray
 
+    from engine.executors import environment
     from engine.offline import apply_offline_env
 
     env = apply_offline_env()
-    env["OMP_NUM_THREADS"] = str(THREADS)  # as RayExecutor.start_ray does
+    env["OMP_NUM_THREADS"] = str(THREADS)
     began = time.perf_counter()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": env},
-        logging_level="WARNING",
-    )
+    with environment(env):  # as RayExecutor.start_ray does: workers inherit it
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     seconds = time.perf_counter() - began
     # bench/ is not an installed package: ship TimedShardProcessor's code to the workers.
     ray.cloudpickle.register_pickle_by_value(workload)
