@@ -6,12 +6,15 @@ each standard query of ``engine.query.STATS_QUERIES`` timed on its own, and the 
     .venv/bin/python bench/sql_stats.py --quick    # 100k and 1M
 
 Corpora come from ``bench/synthetic_corpus.py`` (realistic rows with the contract schemas,
-committed through the engine's ``IterationWriter``), in two layouts:
+committed through the engine's ``IterationWriter``), in three layouts:
 
 - ``large``: 200k region rows per shard file (5 / 50 / 250 shards), all five tables;
 - ``default``: the shard size ``fld run`` uses by default, 64 images (about 1,600 region
-  rows) per shard, as a corpus made with default settings is laid out (1M and 10M only:
-  tens of thousands of files).
+  rows) per shard, as a corpus made with default settings is laid out before compaction
+  (1M and 10M only: tens of thousands of files);
+- ``compacted``: the same ``default`` corpus after ``engine.compact.compact_iteration``
+  with its default target (250k region rows per part), as ``fld run`` leaves an iteration
+  of more than ``run.compact_rows`` rows; the compaction is timed (``compact_s``).
 
 Per size (generation is not timed; its seconds and the bytes on disk are reported), each
 query runs on a fresh ``engine.query.connect()`` connection: ``connect`` (views over the
@@ -50,6 +53,7 @@ for path in (str(REPO), str(BENCH_DIR)):
 
 import synthetic_corpus  # noqa: E402
 
+from engine.compact import DEFAULT_TARGET_ROWS, compact_iteration  # noqa: E402
 from engine.query import STATS_QUERIES, connect  # noqa: E402
 
 TARGET_S = 1.0
@@ -63,7 +67,8 @@ DEFAULT_SHARD_ROWS = int(DEFAULT_SHARD_IMAGES * REGIONS_PER_IMAGE)
 
 
 def plan(quick: bool) -> list[tuple[str, int, int]]:
-    """(layout, region rows, region rows per shard) in the order they run."""
+    """(layout, region rows, region rows per shard) in the order they run; each ``default``
+    corpus is measured, compacted and measured again (layout ``compacted``)."""
     if quick:
         return [
             ("large", 100_000, LARGE_SHARD_ROWS),
@@ -126,19 +131,44 @@ def startup_seconds() -> float:
     return time.perf_counter() - began
 
 
-def measure_size(folder: Path, layout: str, n_rows: int, shard_rows: int) -> dict:
+def measure_size(folder: Path, layout: str, n_rows: int, shard_rows: int) -> list[dict]:
+    """The results of one generated corpus: its own layout's, then, for ``default``, the
+    same corpus compacted (``compacted``)."""
     corpus = folder / f"corpus-{layout}-{n_rows}"
     shutil.rmtree(corpus, ignore_errors=True)
     try:
         written = synthetic_corpus.write_corpus(
             corpus, n_rows, rows_per_shard=shard_rows, regions_per_image=REGIONS_PER_IMAGE
         )
-        load_before = os.getloadavg()[0]
-        queries = {title: time_query(corpus, query) for title, query in STATS_QUERIES.items()}
-        cli = time_cli(corpus)
-        load_after = os.getloadavg()[0]
+        results = [measure_corpus(corpus, layout, n_rows, shard_rows, written)]
+        if layout == "default":
+            began = time.perf_counter()
+            compaction = compact_iteration(corpus, 0, DEFAULT_TARGET_ROWS)
+            compact_s = time.perf_counter() - began
+            files = list(corpus.rglob("*.parquet"))
+            compacted = {
+                **written,
+                "n_files": len(files),
+                "bytes": sum(p.stat().st_size for p in files),
+            }
+            result = measure_corpus(corpus, "compacted", n_rows, shard_rows, compacted)
+            result.update(
+                compact_s=round(compact_s, 2),
+                n_parts=compaction["parts"],
+                n_files_before_compaction=compaction["files_before"],
+                disk_mb_before_compaction=round(written["bytes"] / 1e6, 1),
+            )
+            results.append(result)
     finally:
         shutil.rmtree(corpus, ignore_errors=True)
+    return results
+
+
+def measure_corpus(corpus: Path, layout: str, n_rows: int, shard_rows: int, written: dict) -> dict:
+    load_before = os.getloadavg()[0]
+    queries = {title: time_query(corpus, query) for title, query in STATS_QUERIES.items()}
+    cli = time_cli(corpus)
+    load_after = os.getloadavg()[0]
     first = {title: q["first_s"] for title, q in queries.items()}
     warm = {title: q["warm_median_s"] for title, q in queries.items()}
     slowest = max(first, key=first.get)
@@ -223,11 +253,11 @@ def run(quick: bool = False, folder: Path | None = None) -> dict:
         startup_s = startup_seconds()
         for layout, n_rows, shard_rows in plan(quick):
             print(f"  sql_stats: {layout} shards, {n_rows:,} region rows ...", flush=True)
-            results.append(measure_size(folder, layout, n_rows, shard_rows))
+            results += measure_size(folder, layout, n_rows, shard_rows)
     finally:
         if own:
             shutil.rmtree(folder, ignore_errors=True)
-    growths = growth(results, "large") + growth(results, "default")
+    growths = growth(results, "large") + growth(results, "default") + growth(results, "compacted")
     # (measure, value, target or None): bench/run.py turns them into its headline rows.
     headlines: list[tuple[str, float, float | None]] = []
     for result in results:
@@ -266,6 +296,21 @@ def run(quick: bool = False, folder: Path | None = None) -> dict:
             f"average {result['load_average_1min'][0]} before the queries, "
             f"{result['load_average_1min'][1]} after"
         )
+    for result in results:
+        if result["layout"] == "compacted":
+            notes.append(
+                f"sql_stats {size_label(result['region_rows'])} region rows, compaction of the "
+                f"default shards: {result['n_files_before_compaction']} files "
+                f"({result['disk_mb_before_compaction']:,} MB) -> {result['n_files']} files in "
+                f"{result['n_parts']} parts ({result['disk_mb']:,} MB), {result['compact_s']} s"
+            )
+            headlines.append(
+                (
+                    f"compaction of {size_label(result['region_rows'])} rows in default shards (s)",
+                    result["compact_s"],
+                    None,
+                )
+            )
     notes.append(
         f"sql_stats: Python start-up + imports of fld stats (engine.cli, engine.query, duckdb) "
         f"{startup_s:.2f} s, included in each fld stats time"

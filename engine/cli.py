@@ -1,8 +1,9 @@
-"""The ``fld`` command line: run, stats, sql, show, export, report, refine, diff, eval.
+"""The ``fld`` command line: run, stats, compact, sql, show, export, report, refine, diff, eval.
 
     fld run INPUT --out CORPUS [--config FILE] [--workers N] [--address ADDR]
                   [--shard-size N] [--batch-size N] [--executor ray|local] [--set KEY=VALUE ...]
     fld stats CORPUS
+    fld compact CORPUS [--iteration K] [--target-rows N]
     fld sql CORPUS "SELECT ..."
     fld show CORPUS IMAGE_ID_OR_URI --out FILE.png [--iteration K] [--all]
     fld export CORPUS --format florence2|coco|yolo --out DIR [--iteration K] [--include-dropped]
@@ -59,6 +60,10 @@ def command_run(args: argparse.Namespace) -> int:
 
     summary = annotate_corpus(config, args.input, args.out, show_progress=not args.quiet)
     if summary.nothing_to_do:
+        if summary.compaction is not None:
+            from engine.compact import describe
+
+            print(f"compacted {describe(summary.compaction)}")
         print(
             f"iteration {summary.iteration} of {summary.corpus} is already committed "
             f"({summary.n_inputs} inputs, {summary.n_shards} shards): nothing to do"
@@ -73,6 +78,41 @@ def command_run(args: argparse.Namespace) -> int:
         f"{rows.get('regions', 0)} regions kept, {rows.get('errors', 0)} errors, "
         f"{summary.wall_seconds:.1f} s"
     )
+    if summary.compaction is not None:
+        from engine.compact import describe
+
+        print(f"compacted {describe(summary.compaction)}")
+    return 0
+
+
+def command_compact(args: argparse.Namespace) -> int:
+    from engine.compact import compact_iteration, describe
+    from engine.corpus import Corpus
+
+    if args.target_rows < 1:
+        raise UsageError(f"--target-rows: {args.target_rows} must be at least 1")
+    corpus = Corpus(args.corpus)
+    if not corpus.root.is_dir():
+        raise UsageError(f"{args.corpus} is not a corpus folder")
+    committed = corpus.iterations()
+    if args.iteration is not None and args.iteration not in committed:
+        raise UsageError(
+            f"--iteration {args.iteration}: not a committed iteration of {args.corpus} "
+            f"(committed: {committed or 'none'})"
+        )
+    chosen = committed if args.iteration is None else [args.iteration]
+    if not chosen:
+        raise UsageError(f"{args.corpus} has no committed iteration")
+    results = []
+    for iteration in chosen:
+        result = compact_iteration(
+            corpus, iteration, args.target_rows, show_progress=not args.quiet
+        )
+        results.append(result)
+        print(describe(result))
+    before = sum(r["files_before"] for r in results)
+    after = sum(r["files_after"] for r in results)
+    print(f"compacted {args.corpus}: {before} data files before, {after} after")
     return 0
 
 
@@ -322,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("corpus")
     stats.set_defaults(handler=command_stats)
 
+    compact = commands.add_parser(
+        "compact",
+        help="merge committed iterations' per-shard files into large parts (faster queries)",
+    )
+    compact.add_argument("corpus")
+    compact.add_argument("--iteration", type=int, help="default: every committed iteration")
+    compact.add_argument(
+        "--target-rows",
+        type=int,
+        default=250_000,
+        help="rows of the largest table per part (default 250000)",
+    )
+    compact.add_argument("--quiet", action="store_true", help="no progress bar")
+    compact.set_defaults(handler=command_compact)
+
     sql = commands.add_parser(
         "sql", help="any SQL over views images, texts, regions, phrases, errors"
     )
@@ -438,6 +493,8 @@ def describe_os_error(exc: OSError, args: argparse.Namespace) -> str:
     message = f"{path}: {reason}" if path else reason
     if args.command in ("run", "refine"):
         message += " (the shards already written are kept: rerun the same command to resume)"
+    elif args.command == "compact":
+        message += " (the corpus reads as before: rerun the same command to compact it)"
     return message
 
 

@@ -6,7 +6,7 @@ Sections (see ``engine/default_config.yaml`` for every default, documented):
 - ``decode``: ``min_side``, ``max_pixels``  (``engine.imaging.DecodeLimits``)
 - ``input``: ``parquet_column``  (``engine.sources``)
 - ``run``: ``shard_size``, ``batch_size``, ``workers``, ``threads_per_worker``,
-  ``executor`` (``ray`` | ``local``), ``address``, ``iteration``
+  ``executor`` (``ray`` | ``local``), ``address``, ``iteration``, ``compact_rows``
 - ``annotators``: a list; each item ``{name: <registry name>, ...its arguments}``
 - ``filters``: ``geometry``, ``confidence``, ``nms``, ``fusion``, ``text_complexity``,
   ``phrase_confidence``, each ``{enabled: bool, ...its arguments}``
@@ -66,6 +66,9 @@ class RunConfig(Strict):
     executor: Literal["ray", "local"] = "ray"
     address: str | None = None
     iteration: Annotated[int, Field(ge=0)] = 0
+    # After the commit, merge the iteration's per-shard files into parts of about this many
+    # rows of its largest table, if it has more (engine/compact.py); 0: never.
+    compact_rows: Annotated[int, Field(ge=0)] = 250_000
 
 
 class AnnotatorSpec(Strict):

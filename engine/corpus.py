@@ -7,12 +7,20 @@ corpus/iteration=K/
   _shards/NNNNN.json          a shard's marker: written after all its table files are in place
   run.json                    resolved config, versions, timings, counts: written at commit
   _COMMITTED                  written last; readers see only committed iterations
+  <table>/part=NNNNN.parquet  after compaction (engine/compact.py): consecutive shards in one
+  _COMPACTED.json             file per table; the manifest, written once every part is in
+                              place, lists the parts and their shards; from then on readers
+                              read the parts, and the shard files are deleted
 ```
 
 Every file is written to a hidden temporary name in its final folder, then moved into
 place with ``os.replace`` (atomic on POSIX), so a reader never sees a half-written file
 and a killed writer leaves only temporaries, which the next run removes. A shard without
 a marker is redone in full, overwriting the same deterministic names.
+
+Which files hold an iteration's rows is answered in one place, ``Corpus.file_groups``
+(and ``Corpus.table_files``, built on it): the parts a ``_COMPACTED.json`` lists, else the
+shard files. Nothing else globs ``shard=*.parquet``.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,29 +37,61 @@ import pyarrow.parquet as pq
 from engine.schemas import TABLES
 
 COMMITTED = "_COMMITTED"
+COMPACTED = "_COMPACTED.json"
 PLAN = "_plan.json"
 RUN = "run.json"
 ITERATION_RE = re.compile(r"^iteration=(\d+)$")
+SHARD_FILE_RE = re.compile(r"^shard=(.+)\.parquet$")
 
 
 class CorpusError(Exception):
     """The corpus on disk does not match what was asked of it."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(data)
+    if durable:
+        fsync_path(temporary)
     os.replace(temporary, path)
 
 
-def atomic_write_json(path: Path, payload: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, payload: dict, durable: bool = False) -> None:
+    data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write_bytes(path, data, durable)
 
 
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+def atomic_write_parquet(path: Path, table: pa.Table, durable: bool = False) -> None:
+    """``durable``: the file's bytes reach the disk (``fsync``) before it gets its name, for
+    writers that delete the only other copy of the rows afterwards (compaction)."""
     temporary = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, temporary, compression="zstd")
+    if durable:
+        fsync_path(temporary)
     os.replace(temporary, path)
+
+
+def fsync_path(path: Path) -> None:
+    """``fsync`` a file, or a folder (so that the names in it are on disk too)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    """The files that hold the rows of some consecutive shards of an iteration, one file per
+    table: a shard's own files as written (``shard_rows`` None), or a compacted part
+    (``part=NNNNN``), whose file of each table holds its shards' rows one shard after the
+    other, each shard's rows in ``STREAM_ORDER``; ``shard_rows[table]`` says how many rows
+    each shard has there, in that order."""
+
+    name: str  # "shard=00000" or "part=00000"
+    files: dict[str, Path]  # table -> file (a table missing here has no file)
+    shards: tuple[str, ...]
+    shard_rows: dict[str, tuple[int, ...]] | None = None
 
 
 def check_same_plan(recorded: dict, plan: dict, where: Path) -> None:
@@ -93,11 +134,63 @@ class Corpus:
     def run_info(self, iteration: int) -> dict:
         return json.loads((self.iteration_dir(iteration) / RUN).read_text())
 
+    def compaction(self, iteration: int) -> dict | None:
+        """The iteration's compaction manifest (``_COMPACTED.json``), or None."""
+        path = self.iteration_dir(iteration) / COMPACTED
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def shard_files(self, iteration: int) -> dict[str, dict[str, Path]]:
+        """The shard files on disk, by shard name (in name order), then by table."""
+        found: dict[str, dict[str, Path]] = {}
+        for table in TABLES:
+            folder = self.iteration_dir(iteration) / table
+            if not folder.is_dir():
+                continue
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    match = SHARD_FILE_RE.match(entry.name)
+                    if match:
+                        found.setdefault(match.group(1), {})[table] = Path(entry.path)
+        return {name: found[name] for name in sorted(found)}
+
+    def file_groups(self, iteration: int) -> list[FileGroup]:
+        """Which files to read for ``iteration``, in shard order: the parts of its compaction
+        manifest if it has one, else its shard files.
+
+        The manifest is looked for again after the shard files are listed: compaction deletes
+        shard files only after writing the manifest, so if it is still absent then, the list
+        is whole; if it appeared meanwhile, the parts are read instead."""
+        manifest = self.compaction(iteration)
+        if manifest is None:
+            shards = self.shard_files(iteration)
+            manifest = self.compaction(iteration)
+            if manifest is None:
+                return [
+                    FileGroup(f"shard={name}", files, (name,)) for name, files in shards.items()
+                ]
+        folder = self.iteration_dir(iteration)
+        return [
+            FileGroup(
+                name=f"part={part['name']}",
+                files={table: folder / path for table, path in part["files"].items()},
+                shards=tuple(part["shards"]),
+                shard_rows={table: tuple(rows) for table, rows in part["shard_rows"].items()},
+            )
+            for part in manifest["parts"]
+        ]
+
     def table_files(self, table: str, iterations: list[int] | None = None) -> list[Path]:
+        """The Parquet files holding ``table``'s rows of ``iterations`` (default: every
+        committed one), in shard order (see ``file_groups``)."""
         chosen = self.iterations() if iterations is None else iterations
         files = []
         for iteration in chosen:
-            files.extend(sorted((self.iteration_dir(iteration) / table).glob("shard=*.parquet")))
+            files.extend(
+                group.files[table] for group in self.file_groups(iteration) if table in group.files
+            )
         return files
 
 

@@ -1,6 +1,10 @@
 """SQL over a corpus: DuckDB views named after the tables (``images``, ``texts``,
 ``regions``, ``phrases``, ``errors``) over every *committed* iteration, side by side
 (filter with ``WHERE iteration = K``). Uncommitted iterations are invisible.
+
+The views list the files ``Corpus.file_groups`` names (an iteration's compacted parts, or
+its shard files), resolved when ``connect`` runs: a connection made before a compaction
+deleted the shard files fails on them afterwards; connect again.
 """
 
 from __future__ import annotations
@@ -26,14 +30,11 @@ def connect(
         raise FileNotFoundError(f"{corpus_path} is not a corpus folder")
     chosen = corpus.iterations() if iterations is None else iterations
     connection = duckdb.connect()
+    groups = {k: corpus.file_groups(k) for k in chosen}  # shard files, or compacted parts
     for table in TABLES:
-        patterns = [
-            str(corpus.iteration_dir(k) / table / "shard=*.parquet")
-            for k in chosen
-            if any((corpus.iteration_dir(k) / table).glob("shard=*.parquet"))
-        ]
-        if patterns:
-            files = ", ".join(sql_literal(pattern) for pattern in patterns)
+        paths = [group.files[table] for k in chosen for group in groups[k] if table in group.files]
+        if paths:
+            files = ", ".join(sql_literal(str(path)) for path in paths)
             connection.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
             )
@@ -74,6 +75,8 @@ def run_query(connection: duckdb.DuckDBPyConnection, query: str) -> tuple[list[s
 # BIGINT, the type ``count`` returns), and phrases counted per phrase first and then per
 # iteration rather than with two ``count(DISTINCT phrase_id)`` (each builds its own hash
 # table of every phrase id): same rows, same types, 0.6x the CPU time of the phrases query.
+# Every ORDER BY ends in the grouping columns, so that ties come out in the same order
+# whatever the order of the files (compaction, engine/compact.py, changes it).
 STATS_QUERIES: dict[str, str] = {
     "rows per table and iteration": """
         SELECT 'images' AS "table", iteration, count(*) AS rows, count(*) AS kept FROM images GROUP BY ALL
@@ -89,7 +92,7 @@ STATS_QUERIES: dict[str, str] = {
     "kept regions per label (top 25)": """
         SELECT iteration, kind, label, count(*) AS kept, round(avg(score), 3) AS mean_score
         FROM regions WHERE kept AND kind <> 'ocr' GROUP BY ALL
-        ORDER BY iteration, kept DESC, label LIMIT 25""",
+        ORDER BY iteration, kept DESC, label, kind LIMIT 25""",
     "regions per source": """
         SELECT iteration, source, count(*) AS rows, count_if(kept)::BIGINT AS kept,
                round(avg(score), 3) AS mean_score
@@ -98,13 +101,13 @@ STATS_QUERIES: dict[str, str] = {
         SELECT iteration, 'regions' AS "table", drop_reason, count(*) AS rows FROM regions WHERE NOT kept GROUP BY ALL
         UNION ALL SELECT iteration, 'texts', drop_reason, count(*) FROM texts WHERE NOT kept GROUP BY ALL
         UNION ALL SELECT iteration, 'phrases', drop_reason, count(*) FROM phrases WHERE NOT kept GROUP BY ALL
-        ORDER BY iteration, "table", rows DESC""",
+        ORDER BY iteration, "table", rows DESC, drop_reason""",
     "texts per granularity (kept)": """
         SELECT iteration, granularity, count(*) AS kept, round(avg(n_objects), 2) AS objects,
                round(avg(n_attributes), 2) AS attributes, round(avg(n_actions), 2) AS actions,
                round(avg(object_complexity), 2) AS object_complexity,
                round(avg(action_complexity), 2) AS action_complexity
-        FROM texts WHERE kept GROUP BY ALL ORDER BY iteration, objects""",
+        FROM texts WHERE kept GROUP BY ALL ORDER BY iteration, objects, granularity""",
     "phrases: kept and dropped, boxes per grounded phrase": """
         WITH per_phrase AS (
             SELECT iteration, phrase_id, count_if(kept)::BIGINT AS kept_boxes FROM phrases GROUP BY ALL
@@ -116,7 +119,7 @@ STATS_QUERIES: dict[str, str] = {
         FROM per_phrase GROUP BY ALL ORDER BY iteration""",
     "errors by stage and type": """
         SELECT iteration, stage, error_type, count(*) AS rows
-        FROM errors GROUP BY ALL ORDER BY iteration, rows DESC""",
+        FROM errors GROUP BY ALL ORDER BY iteration, rows DESC, stage, error_type""",
 }
 
 

@@ -133,6 +133,18 @@ ROW_ID: dict[str, str] = {
     "errors": "error_id",
 }
 
+# The order of one image's rows when the exporters stream them (pipelines/exports/reader.py
+# reads a shard file ``ORDER BY`` these columns), and the order in which compaction
+# (engine/compact.py) stores each shard's rows in a part file, so that a part streams in
+# the same order without a sort. ``errors`` is not streamed and keeps the order it was
+# written in.
+STREAM_ORDER: dict[str, tuple[str, ...]] = {
+    "images": ("image_id", "uri"),
+    "texts": ("image_id", "granularity", "text_id"),
+    "regions": ("image_id", "kind", "y0", "x0", "region_id"),
+    "phrases": ("image_id", "text_id", "char_start", "phrase_id", "triplet_id"),
+}
+
 
 def table_from_rows(name: str, rows: list[dict]) -> pa.Table:
     """Build table ``name`` from row dicts with its declared schema (never inferred)."""

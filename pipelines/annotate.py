@@ -9,7 +9,10 @@ annotators' rows for that image are still written.
 
 Driver side, ``annotate_corpus(config, input, out)``: lists and shards the input, skips
 shards whose marker exists, runs the rest on the executor, writes each result as it
-arrives, and commits the iteration (``run.json``, then ``_COMMITTED``).
+arrives, and commits the iteration (``run.json``, then ``_COMMITTED``); then, if the
+iteration has more than ``run.compact_rows`` rows in a table, compacts its per-shard files
+into large parts (``engine.compact``). A rerun of a committed iteration finishes a
+compaction a killed run left unfinished, and otherwise writes nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 import engine
+from engine.compact import compact_if_due
 from engine.config import EngineConfig
 from engine.corpus import Corpus, IterationWriter, check_same_plan
 from engine.executors import make_executor
@@ -280,7 +284,7 @@ def output_config_hash(config: EngineConfig) -> str:
     workers run them): a resumed run must not mix shards made under two configs."""
     settings = config.to_dict()
     settings.pop("refine", None)  # used by fld refine to build each iteration's own config
-    for key in ("workers", "address", "executor"):
+    for key in ("workers", "address", "executor", "compact_rows"):
         settings["run"].pop(key, None)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -296,6 +300,7 @@ class RunSummary:
     wall_seconds: float
     nothing_to_do: bool = False
     counts: dict = field(default_factory=dict)
+    compaction: dict | None = None  # what engine.compact did after the commit, if anything
 
 
 def annotate_corpus(
@@ -325,9 +330,11 @@ def annotate_corpus(
     if corpus.is_committed(iteration):
         check_same_plan(writer.recorded_plan() or {}, plan, writer.path)
         info = corpus.run_info(iteration)
+        # A compaction that a killed run left unfinished is finished; else nothing is written.
+        compaction = compact_if_due(corpus, iteration, show_progress)
         return RunSummary(
             out, iteration, len(uris), len(shards), len(shards), 0, time.time() - started,
-            nothing_to_do=True, counts=info.get("counts", {}),
+            nothing_to_do=True, counts=info.get("counts", {}), compaction=compaction,
         )  # fmt: skip
     writer.prepare(plan)
     done = writer.done_shards()
@@ -373,6 +380,9 @@ def annotate_corpus(
         **(run_notes or {}),
     }
     writer.commit(run_info)
+    # Committed: the per-shard files (the resume unit) are no longer needed as such; merged
+    # into large parts when the iteration is large enough for their number to cost queries.
+    compaction = compact_if_due(corpus, iteration, show_progress)
     return RunSummary(
         out,
         iteration,
@@ -382,4 +392,5 @@ def annotate_corpus(
         len(todo),
         wall,
         counts=counts,
+        compaction=compaction,
     )

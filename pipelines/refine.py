@@ -16,8 +16,9 @@ Iteration k (1 <= k <= N), for every k not yet committed:
    student's boxes with the specialists' (``filters.fusion``), and the captioners,
    phrases and masks are made again from the new kept regions.
 3. **Commit**: iteration k gets its own ``run.json`` (with the student's training
-   summary) and ``_COMMITTED``; earlier iterations are never touched. An interrupted
-   iteration resumes like any run: finished shards are kept.
+   summary) and ``_COMMITTED``, and is compacted if it is large (``annotate_corpus``,
+   ``run.compact_rows``); earlier iterations are never touched. An interrupted iteration
+   resumes like any run: finished shards are kept.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from annotators import annotator_class
+from engine.compact import compact_if_due
 from engine.config import AnnotatorSpec, EngineConfig
 from engine.corpus import Corpus, CorpusError, atomic_write_json
 from pipelines.annotate import RunSummary, annotate_corpus
@@ -197,6 +199,7 @@ def refine_corpus(
         if corpus.is_committed(iteration):
             if show_progress:
                 print(f"iteration {iteration} is already committed", file=sys.stderr)
+            compact_if_due(corpus, iteration, show_progress)  # one a killed run left unfinished
             continue
         student = train_student(corpus, iteration, config, show_progress)
         iteration_cfg = iteration_config(config, corpus, iteration, student)

@@ -1,15 +1,20 @@
 """Streaming a committed iteration image by image, for the exporters.
 
-The corpus is read one shard at a time (a shard's tables are as large as the writer once
-held in memory, whatever the size of the corpus). Within a shard, DuckDB reads each
-table's Parquet file ordered by ``image_id`` on its own cursor, rows are fetched in
-batches of ``batch_rows`` (``fetchmany``), and the four streams are merged on
-``image_id``: an exporter holds one image's rows at a time. Output order is shard order,
-then ``image_id`` within a shard: deterministic for a given corpus.
+The corpus is read one file group at a time (``Corpus.file_groups``: a shard's files, or
+a compacted part's, which hold consecutive shards). DuckDB reads each table's Parquet
+file of the group on its own cursor, rows are fetched in batches of ``batch_rows``
+(``fetchmany``), and the four streams are merged on (shard, ``image_id``): an exporter
+holds one image's rows at a time. A shard's file is read ``ORDER BY`` ``image_id`` and
+the table's ``STREAM_ORDER``; a part's file already stores each shard's rows in that
+order, one shard after the other, and is read in file order (one thread, insertion order
+preserved; the row numbers are checked), its shard told by the row number and the
+manifest's rows per shard. Output order is shard order, then ``image_id`` within a
+shard, whether the iteration is compacted or not: deterministic for a given corpus.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,8 +22,9 @@ from pathlib import Path
 
 import duckdb
 
-from engine.corpus import Corpus, CorpusError
+from engine.corpus import Corpus, CorpusError, FileGroup
 from engine.query import connect, sql_literal
+from engine.schemas import STREAM_ORDER
 
 REGION_COLUMNS = (
     "region_id, image_id, kind, x0, y0, x1, y1, quad, polygon, label, score, source, "
@@ -81,81 +87,87 @@ class CorpusReader:
         """DuckDB views over this iteration only (for small aggregates such as labels)."""
         return connect(self.corpus.root, [self.iteration])
 
-    def shard_names(self) -> list[str]:
-        folder = self.corpus.iteration_dir(self.iteration) / "images"
-        return [path.name for path in sorted(folder.glob("shard=*.parquet"))]
+    def file_groups(self) -> list[FileGroup]:
+        return self.corpus.file_groups(self.iteration)
 
     def images(self) -> Iterator[ImageAnnotations]:
         connection = duckdb.connect()
-        connection.execute("SET threads = 1")  # one shard at a time, rows in order
+        connection.execute("SET threads = 1")  # one file at a time, rows in order
+        connection.execute("SET preserve_insertion_order = true")
         try:
-            for shard in self.shard_names():
-                yield from self._shard(connection, shard)
+            for group in self.file_groups():
+                yield from self._group(connection, group)
         finally:
             connection.close()
 
-    def _file(self, table: str, shard: str) -> Path | None:
-        path = self.corpus.iteration_dir(self.iteration) / table / shard
-        return path if path.exists() else None
-
-    def _stream(self, connection, table: str, shard: str, columns: str, where: str, order: str):
-        path = self._file(table, shard)
+    def _stream(self, connection, group: FileGroup, table: str, columns: str, where: str):
+        """(shard number within the group, image_id) -> that image's rows, in order."""
+        path = group.files.get(table)
         if path is None:
             return iter(())
         cursor = connection.cursor()
-        cursor.execute(
-            f"SELECT {columns} FROM read_parquet({sql_literal(str(path))}) "
-            f"WHERE {where} ORDER BY image_id, {order}"
-        )
+        source = f"read_parquet({sql_literal(str(path))})"
+        if group.shard_rows is None:  # one shard's file, as written: sort it
+            cursor.execute(
+                f"SELECT {columns} FROM {source} WHERE {where} "
+                f"ORDER BY {', '.join(STREAM_ORDER[table])}"
+            )
+        else:  # a compacted part: sorted per shard already, read in file order
+            source = f"read_parquet({sql_literal(str(path))}, file_row_number = true)"
+            cursor.execute(f"SELECT file_row_number, {columns} FROM {source} WHERE {where}")
         names = [d[0] for d in cursor.description]
+        ends = list(itertools.accumulate(group.shard_rows[table])) if group.shard_rows else None
 
-        def rows() -> Iterator[dict]:
+        def rows() -> Iterator[tuple[tuple[int, str], dict]]:
+            last = -1
             try:
                 while batch := cursor.fetchmany(self.batch_rows):
-                    for row in batch:
-                        yield dict(zip(names, row, strict=True))
+                    for values in batch:
+                        row = dict(zip(names, values, strict=True))
+                        if ends is None:
+                            yield (0, row["image_id"]), row
+                            continue
+                        number = row.pop("file_row_number")
+                        if number <= last:
+                            raise CorpusError(f"{path}: rows not read in file order")
+                        last = number
+                        yield (bisect.bisect_right(ends, number), row["image_id"]), row
             finally:
                 cursor.close()
 
-        return itertools.groupby(rows(), key=lambda row: row["image_id"])
+        return (
+            (key, [row for _, row in grouped])
+            for key, grouped in itertools.groupby(rows(), key=lambda item: item[0])
+        )
 
-    def _shard(self, connection, shard: str) -> Iterator[ImageAnnotations]:
+    def _group(self, connection, group: FileGroup) -> Iterator[ImageAnnotations]:
         kept = self.kept_condition
         images = self._stream(
-            connection, "images", shard, "image_id, uri, width, height, format", "TRUE", "uri"
+            connection, group, "images", "image_id, uri, width, height, format", "TRUE"
         )
         streams = {
-            "texts": self._stream(
-                connection, "texts", shard, TEXT_COLUMNS, kept, "granularity, text_id"
-            ),
-            "regions": self._stream(
-                connection, "regions", shard, REGION_COLUMNS, kept, "kind, y0, x0, region_id"
-            ),
+            "texts": self._stream(connection, group, "texts", TEXT_COLUMNS, kept),
+            "regions": self._stream(connection, group, "regions", REGION_COLUMNS, kept),
             "phrases": self._stream(
-                connection,
-                "phrases",
-                shard,
-                PHRASE_COLUMNS,
-                f"{kept} AND box IS NOT NULL",
-                "text_id, char_start, phrase_id, triplet_id",
+                connection, group, "phrases", PHRASE_COLUMNS, f"{kept} AND box IS NOT NULL"
             ),
         }
-        pending: dict[str, tuple[str, list[dict]] | None] = {
+        pending: dict[str, tuple[tuple[int, str], list[dict]] | None] = {
             name: next_group(stream) for name, stream in streams.items()
         }
-        for image_id, image_rows in images:
-            found = ImageAnnotations(image=next(iter(image_rows)))
+        for key, image_rows in images:
+            found = ImageAnnotations(image=image_rows[0])
             for name, stream in streams.items():
                 # rows of images that the images table lacks (none in a sound corpus) are skipped
-                while pending[name] is not None and pending[name][0] < image_id:
+                while pending[name] is not None and pending[name][0] < key:
                     pending[name] = next_group(stream)
-                if pending[name] is not None and pending[name][0] == image_id:
+                if pending[name] is not None and pending[name][0] == key:
                     setattr(found, name, pending[name][1])
                     pending[name] = next_group(stream)
             yield found
 
 
-def next_group(groups) -> tuple[str, list[dict]] | None:
+def next_group(groups) -> tuple[tuple[int, str], list[dict]] | None:
     for key, rows in groups:
-        return key, list(rows)
+        return key, rows
     return None

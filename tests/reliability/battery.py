@@ -7,8 +7,9 @@
   demo photos: each copy differs in width, flip and JPEG quality, so every file has its own
   bytes and therefore its own ``image_id``.
 - ``check_corpus_integrity(corpus)``: what a killed writer must never leave behind (an
-  unreadable Parquet file, a marker without its five files, temporaries after a run,
-  duplicated row ids), returning the figures it checked.
+  unreadable Parquet file, a marker without its five files (those of the compacted part
+  that holds its shard, once an iteration has a ``_COMPACTED.json``), temporaries after a
+  run, duplicated row ids), returning the figures it checked.
 - ``fld_command(...)``: the ``fld run`` command line of a test, as a list.
 """
 
@@ -124,11 +125,18 @@ def check_corpus_integrity(corpus: Path, allow_temporaries: bool = False) -> dic
     if not allow_temporaries:
         assert not temporaries, f"temporaries left: {temporaries}"
     for iteration_dir in sorted(corpus.glob("iteration=*")):
+        compacted = iteration_dir / "_COMPACTED.json"  # engine/compact.py: parts replace shards
+        in_part = {}
+        if compacted.exists():
+            for part in json.loads(compacted.read_text())["parts"]:
+                in_part.update(dict.fromkeys(part["shards"], part))
         for marker in sorted((iteration_dir / "_shards").glob("*.json")):
             figures["markers"] += 1
             json.loads(marker.read_text())  # a marker is whole JSON, never half written
             for table in TABLES:
                 path = iteration_dir / table / f"shard={marker.stem}.parquet"
+                if marker.stem in in_part:
+                    path = iteration_dir / in_part[marker.stem]["files"][table]
                 assert path.is_file(), f"marker {marker} without its file {path}"
         if (iteration_dir / "_COMMITTED").exists():
             plan = json.loads((iteration_dir / "_plan.json").read_text())
