@@ -166,25 +166,24 @@ def remove_compaction_leftovers(corpus: Corpus, iteration: int) -> int:
     """Part files and temporaries of a compaction that never wrote its manifest (invisible
     to readers), before a compaction writes them again."""
     folder = corpus.iteration_dir(iteration)
-    removed = 0
     leftovers = list(folder.glob(f".{COMPACTED}.tmp"))
     for table in TABLES:
         if (folder / table).is_dir():
             leftovers += (folder / table).glob("part=*.parquet")
             leftovers += (folder / table).glob(".part=*.parquet.tmp")
-    for path in leftovers:
-        try:
-            os.unlink(path)
-            removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
+    return remove_files(leftovers)
 
 
 def finish(corpus: Corpus, iteration: int, manifest: dict) -> int:
     """Step (c): delete the shard data files the manifest supersedes; returns how many."""
+    return remove_files(superseded_files(corpus, iteration, manifest))
+
+
+def remove_files(paths) -> int:
+    """Delete ``paths``, skipping any already gone (a crashed earlier call removed them);
+    returns how many this call removed."""
     removed = 0
-    for path in superseded_files(corpus, iteration, manifest):
+    for path in paths:
         try:
             os.unlink(path)
             removed += 1
