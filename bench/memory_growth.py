@@ -112,15 +112,9 @@ def run(quick: bool = False, images_dir: Path | None = None) -> dict:
     sizes = (8, 24) if quick else (24, 96)
     with tempfile.TemporaryDirectory(prefix="fld-memory-") as temporary:
         tmp = Path(temporary)
-        source = sorted(images_dir.iterdir()) if images_dir else []
-        if len(source) < sizes[-1]:
-            source = workload.make_images(sizes[-1], tmp / "all")
+        folders = workload.image_folders(sizes, images_dir, tmp)
         runs = {}
-        for n_images in sizes:
-            folder = tmp / f"images-{n_images}"
-            folder.mkdir()
-            for image in source[:n_images]:
-                os.symlink(image, folder / image.name)
+        for n_images, folder in folders.items():
             print(f"  memory: {n_images} images ...", flush=True)
             runs[n_images] = measure(n_images, folder, tmp / f"corpus-{n_images}")
     small, large = (runs[n] for n in sizes)

@@ -110,13 +110,7 @@ def run(quick: bool = False, images_dir: Path | None = None, n_images: int | Non
     shard_size = max(1, n_images // 6)
     with tempfile.TemporaryDirectory(prefix="fld-naive-") as temporary:
         tmp = Path(temporary)
-        source = sorted(images_dir.iterdir()) if images_dir else []
-        if len(source) < n_images:
-            source = workload.make_images(n_images, tmp / "all")
-        images = tmp / "images"
-        images.mkdir()
-        for image in source[:n_images]:
-            os.symlink(image, images / image.name)
+        images = workload.image_folders([n_images], images_dir, tmp)[n_images]
         print(f"  naive_json: naive script on {n_images} images ...", flush=True)
         naive_s, stdout = timed(
             [sys.executable, __file__, "--naive", str(images), str(tmp / "json")]

@@ -63,6 +63,23 @@ def make_images(count: int, folder: Path) -> list[Path]:
     return written
 
 
+def image_folders(counts, images_dir: Path | None, tmp: Path) -> dict[int, Path]:
+    """A folder of the first N distinct images for each N in ``counts`` (symlinks), taken
+    from ``images_dir`` when it holds enough of them, else made in ``tmp``."""
+    largest = max(counts)
+    source = sorted(images_dir.iterdir()) if images_dir else []
+    if len(source) < largest:
+        source = make_images(largest, tmp / "all")
+    folders = {}
+    for count in counts:
+        folder = tmp / f"images-{count}"
+        folder.mkdir()
+        for image in source[:count]:
+            os.symlink(image, folder / image.name)
+        folders[count] = folder
+    return folders
+
+
 # --------------------------------------------------------------------------- standalone
 
 
