@@ -1,15 +1,8 @@
-"""The annotator interface.
-
-An annotator is a pydantic dataclass whose fields are its config (validated when the
-config is read, before any model loads), with three class attributes:
-
-- ``name`` and ``version``: every row it writes has ``source = f"{name}@{version}"``;
-  bump ``version`` whenever its output for the same image can change;
-- ``resources``: what one instance needs, as data (``{"num_cpus": 1}``).
-
-``setup()`` loads the model once per worker (never in ``__init__``: instances are
-pickled to Ray workers); ``annotate(images)`` takes a batch of ``HxWx3`` uint8 RGB
-arrays and returns one list of ``Region`` per image, in pixel coordinates.
+"""The annotator interface: a ``Step`` (``engine.steps``: config as fields, ``name``,
+``version``, ``stage``, ``resources``, ``setup(worker)`` then ``run(batch)``) that adds
+rows. ``Annotator.annotate(images)`` takes a batch of ``HxWx3`` uint8 RGB arrays and
+returns one list of ``Region`` per image, in pixel coordinates; ``SampleAnnotator``
+sees whole samples after the region filters.
 """
 
 from __future__ import annotations
@@ -17,11 +10,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import ConfigDict
 
 from engine.records import Region, Sample
+from engine.steps import STRICT, Step
 
-STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+__all__ = ["STRICT", "Annotator", "SampleAnnotator", "hub_id_or_folder"]
 
 
 def hub_id_or_folder(model: str) -> str:
@@ -39,32 +32,25 @@ def hub_id_or_folder(model: str) -> str:
     return model
 
 
-class Annotator:
-    """Region annotators (``stage = "regions"``) see the decoded images before any
-    filter; sample annotators (``SampleAnnotator``, stages ``texts``, ``phrases``, ``masks``) run after
-    the region filters and see each image's kept regions."""
+class Annotator(Step):
+    """A region annotator (``stage = "regions"``): sees the decoded images before any
+    filter. Subclasses implement ``annotate(images)``: a batch of ``HxWx3`` uint8 RGB
+    arrays in, one list of ``Region`` per image out, in pixel coordinates."""
 
-    name: ClassVar[str]
-    version: ClassVar[str]
-    resources: ClassVar[dict] = {"num_cpus": 1}
     stage: ClassVar[str] = "regions"
-
-    @property
-    def source(self) -> str:
-        """``name@version``; an annotator with a ``source_name`` field (several instances
-        of one model, e.g. the refinement loop's students) writes that name instead."""
-        return f"{getattr(self, 'source_name', None) or self.name}@{self.version}"
-
-    def setup(self) -> None:
-        """Load the model. Called once per worker before the first batch."""
 
     def annotate(self, images: list[np.ndarray]) -> list[list[Region]]:
         raise NotImplementedError
 
+    def run(self, samples: list[Sample]) -> None:
+        per_image = self.annotate([sample.pixels for sample in samples])
+        for sample, regions in zip(samples, per_image, strict=True):
+            sample.regions.extend(regions)
+
 
 class SampleAnnotator(Annotator):
     """Annotates whole samples after the region filters; ``annotate_samples`` mutates the
-    samples of a batch in place. ``stage`` says when it runs (``pipelines.annotate.STEP_ORDER``):
+    samples of a batch in place. ``stage`` says when it runs (``engine.steps.STAGES``):
 
     - ``texts``: after the region filters: captioners (append ``Text`` to
       ``sample.texts``), dense region captioners (append ``dense`` regions);
@@ -76,3 +62,6 @@ class SampleAnnotator(Annotator):
 
     def annotate_samples(self, samples: list[Sample]) -> None:
         raise NotImplementedError
+
+    def run(self, samples: list[Sample]) -> None:
+        self.annotate_samples(samples)

@@ -25,6 +25,7 @@ from pydantic.dataclasses import dataclass
 from annotators.base import STRICT, SampleAnnotator
 from annotators.phrase_extractor import normalise_phrase
 from engine.records import Phrase, Region, Sample
+from engine.steps import WorkerContext
 
 
 def default_model_path() -> str:
@@ -53,7 +54,7 @@ class EmbeddingGrounder(SampleAnnotator):
     kinds: list[str] = Field(default_factory=lambda: ["object", "ocr"])
     max_boxes: Annotated[int, Field(ge=1, le=100)] = 10
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from sentence_transformers import SentenceTransformer
 
         self._encoder = SentenceTransformer(self.model, device="cpu")

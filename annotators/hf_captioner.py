@@ -36,6 +36,7 @@ from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, SampleAnnotator, hub_id_or_folder
 from engine.records import GRANULARITIES, Sample, Text
+from engine.steps import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class HFCaptioner(SampleAnnotator):
 
     # ------------------------------------------------------------------ model
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from engine.offline import apply_offline_env
 
         apply_offline_env()

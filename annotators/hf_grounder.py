@@ -38,6 +38,7 @@ from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, SampleAnnotator, hub_id_or_folder
 from engine.records import Phrase, Sample
+from engine.steps import WorkerContext
 
 SUPPORTED = ("owlv2", "owlvit")
 
@@ -80,7 +81,7 @@ class HFGrounder(SampleAnnotator):
 
     # ------------------------------------------------------------------ model
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from engine.offline import apply_offline_env
 
         apply_offline_env()

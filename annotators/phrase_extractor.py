@@ -21,6 +21,7 @@ from pydantic.dataclasses import dataclass
 from annotators.base import STRICT, SampleAnnotator
 from annotators.describe import NUMBER_WORDS
 from engine.records import GRANULARITIES, Phrase, Sample
+from engine.steps import WorkerContext
 
 DEFAULT_BLACKLIST = [
     "image", "picture", "photo", "photograph", "scene", "frame", "view", "background",
@@ -106,7 +107,7 @@ class PhraseExtractor(SampleAnnotator):
     blacklist: list[str] = Field(default_factory=lambda: list(DEFAULT_BLACKLIST))
     max_phrases_per_text: Annotated[int, Field(ge=1, le=500)] = 40
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from engine.nlp import load_spacy
 
         # Loaded once per process: the text-complexity filter shares its components.

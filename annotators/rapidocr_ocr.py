@@ -15,6 +15,7 @@ from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, Annotator
 from engine.records import Region
+from engine.steps import WorkerContext
 
 
 def order_quad(points: np.ndarray) -> list[float]:
@@ -35,7 +36,8 @@ class RapidOCRReader(Annotator):
     Args:
         min_score: lines whose recognition score is under this are not emitted.
         use_angle_classifier: run PP-OCR's 180-degree text-direction classifier.
-        threads: ONNX Runtime intra-op threads (the worker's thread budget).
+
+    ONNX Runtime gets the worker's thread budget (``run.threads_per_worker``) at ``setup``.
     """
 
     name: ClassVar[str] = "rapidocr"
@@ -43,9 +45,8 @@ class RapidOCRReader(Annotator):
 
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     use_angle_classifier: bool = True
-    threads: Annotated[int, Field(ge=1, le=64)] = 1
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from rapidocr import RapidOCR
 
         self._engine = RapidOCR(
@@ -53,7 +54,7 @@ class RapidOCRReader(Annotator):
                 "Global.log_level": "error",
                 "Global.text_score": self.min_score,
                 "Global.use_cls": self.use_angle_classifier,
-                "EngineConfig.onnxruntime.intra_op_num_threads": self.threads,
+                "EngineConfig.onnxruntime.intra_op_num_threads": worker.threads,
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             }
         )

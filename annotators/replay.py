@@ -17,6 +17,7 @@ from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, SampleAnnotator
 from engine.records import Region, Sample
+from engine.steps import WorkerContext
 
 
 @dataclass(config=STRICT)
@@ -35,7 +36,7 @@ class CorpusReplay(SampleAnnotator):
     iteration: Annotated[int, Field(ge=0)]
     sources: list[str]
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from engine.corpus import Corpus
 
         corpus = Corpus(self.corpus)

@@ -42,6 +42,7 @@ from pydantic.dataclasses import dataclass
 from annotators.base import STRICT, SampleAnnotator
 from engine.masks import mask_to_polygon
 from engine.records import Sample
+from engine.steps import WorkerContext
 
 # The keys of segment_anything.build_sam.sam_model_registry (kept here so that reading a
 # config does not import torch; a test checks they agree).
@@ -151,7 +152,7 @@ class SamSegmenter(SampleAnnotator):
             ) from exc
         return sam.to(self.device).eval()
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from segment_anything import SamPredictor
 
         self._predictor = SamPredictor(self.build())

@@ -18,6 +18,7 @@ from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, Annotator
 from engine.records import Region
+from engine.steps import WorkerContext
 
 
 def ultralytics_model_yaml(name: str) -> Path | None:
@@ -67,7 +68,7 @@ class YoloDetector(Annotator):
             return weights
         raise ValueError(f"weights file not found: {weights}")
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from engine.offline import prepare_ultralytics
 
         prepare_ultralytics()

@@ -44,7 +44,7 @@ def child_run(images: Path, out: Path) -> dict:
     import ray
     import workload
 
-    from engine.config import load_config
+    from pipelines.config import load_config
 
     ray.cloudpickle.register_pickle_by_value(workload)
     config = load_config(

@@ -45,9 +45,9 @@ def naive_script(images: Path, out: Path) -> dict:
     """The per-image loop (runs in this process). Returns counts of what it wrote."""
     import workload
 
-    from engine.config import load_config
     from engine.imaging import DecodeLimits, decode_image
     from engine.records import Sample, content_id
+    from pipelines.config import load_config
 
     threads = os.cpu_count() or 1
     config = load_config(None, [f"run.threads_per_worker={threads}", "run.batch_size=1"])
@@ -60,12 +60,7 @@ def naive_script(images: Path, out: Path) -> dict:
         decoded = decode_image(data, limits)
         sample = Sample(content_id(data), str(path), decoded.pixels, decoded.format, len(data))
         for step in steps:
-            if hasattr(step, "apply_batch"):
-                step.apply_batch([sample])
-            elif step.stage == "regions":
-                sample.regions.extend(step.annotate([sample.pixels])[0])
-            else:
-                step.annotate_samples([sample])
+            step.run([sample])
         record = {
             "image": sample.image_row(0),
             "regions": sample.region_rows(0),

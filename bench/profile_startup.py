@@ -9,13 +9,13 @@ shard being processed, by phase, on the driver and in the worker.
 Two measurements, each in a fresh Python process (so imports are paid as ``fld run`` pays
 them; the OS file cache is warm after the first run):
 
-1. **run** (the real code path): ``engine.cli.main(["run", ...])`` with the Ray executor,
+1. **run** (the real code path): ``pipelines.cli.main(["run", ...])`` with the Ray executor,
    ``run.workers=1``, ``run.threads_per_worker=1``. Timestamps come from thin wrappers
    around the engine's own functions (``load_config``, ``list_inputs``, the plan,
    ``RayExecutor.start_ray``, ``IterationWriter.write_shard`` ...) and, inside the Ray
    worker, from a ``ShardProcessor`` subclass that times the ``setup()`` of each annotator
    and filter that loads something (the classes' methods are wrapped in the worker;
-   nothing else changes). Phases: python start + ``import engine.cli``;
+   nothing else changes). Phases: python start + ``import pipelines.cli``;
    ``load_config``; ``import pipelines.annotate``; listing and planning; ``import ray``;
    ``ray.init``; actor start (Ray starts a worker process, which imports ray and unpickles
    the processor); the worker's ``setup()`` step by step; first shard; the rest.
@@ -175,13 +175,13 @@ def child_run(args: argparse.Namespace) -> dict:
         events[label].append((began, now() if ended is None else ended))
 
     began = now()
-    import engine.cli as cli
+    import pipelines.cli as cli
 
-    stamp("import engine.cli", began)
+    stamp("import pipelines.cli", began)
     began = now()
-    import engine.config
     import engine.executors
     import pipelines.annotate as annotate
+    import pipelines.config
 
     stamp("import pipelines.annotate", began)
 
@@ -197,7 +197,7 @@ def child_run(args: argparse.Namespace) -> dict:
 
         setattr(owner, name, timed)
 
-    timed_function(engine.config, "load_config", "load_config")
+    timed_function(pipelines.config, "load_config", "load_config")
     timed_function(annotate, "list_inputs", "list_inputs")
     timed_function(annotate, "make_shards", "plan")
     timed_function(annotate, "fingerprint", "plan")
@@ -256,9 +256,9 @@ def run_phases(raw: dict) -> list[tuple[str, float]]:
     ray_start, ray_end = first("ray.init")
     first_write = first("write_shard")
     phases = [
-        ("driver: python start + import engine.cli", first("import engine.cli")[1] - t0),
+        ("driver: python start + import pipelines.cli", first("import pipelines.cli")[1] - t0),
         (
-            "driver: import engine.config + pipelines.annotate (pydantic, pyarrow)",
+            "driver: import pipelines.config + pipelines.annotate (pydantic, pyarrow)",
             total("import pipelines.annotate"),
         ),
         ("driver: load_config (validates, imports annotator modules)", load_end - load_start),
@@ -510,8 +510,8 @@ def print_tables(run_rows: list[dict], worker_rows: list[dict], repeats: int) ->
 def parent(args: argparse.Namespace) -> int:
     import machine
 
-    from engine.config import load_config
     from pipelines.annotate import ShardProcessor
+    from pipelines.config import load_config
 
     args.overrides = [
         "run.workers=1",
@@ -556,7 +556,7 @@ def parent(args: argparse.Namespace) -> int:
         "worker_phases": worker_rows,
         "py_spy_lines": profiles,
         "notes": [
-            "run_phases: fld run in a fresh process (engine.cli.main), Ray executor, 1 worker; "
+            "run_phases: fld run in a fresh process (pipelines.cli.main), Ray executor, 1 worker; "
             "timestamps from wrappers around the engine's functions and, in the worker, around "
             "each annotator's and filter's setup(); 'actor start' = ray.init returned -> the "
             "worker entered setup().",

@@ -51,9 +51,9 @@ def run(
     workers: int = 2,
     keep: Path | None = None,
 ) -> dict:
-    from engine.config import load_config
     from engine.scenes import generate_scenes
     from pipelines.annotate import annotate_corpus
+    from pipelines.config import load_config
     from pipelines.refine import refine_corpus
 
     if quick:

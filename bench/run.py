@@ -56,7 +56,7 @@ import machine  # noqa: E402
 import workload  # noqa: E402
 import writer_bench  # noqa: E402
 
-from engine.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_config  # noqa: E402
+from pipelines.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_config  # noqa: E402
 
 BENCHMARKS = (
     "overhead",

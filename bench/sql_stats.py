@@ -62,7 +62,7 @@ WARM_RUNS = 3
 CLI_RUNS = 2
 LARGE_SHARD_ROWS = 200_000
 REGIONS_PER_IMAGE = 25.0
-DEFAULT_SHARD_IMAGES = 64  # run.shard_size in engine/default_config.yaml
+DEFAULT_SHARD_IMAGES = 64  # run.shard_size in pipelines/default_config.yaml
 DEFAULT_SHARD_ROWS = int(DEFAULT_SHARD_IMAGES * REGIONS_PER_IMAGE)
 
 
@@ -112,7 +112,7 @@ def time_query(corpus: Path, query: str) -> dict:
 
 def fld_command() -> list[str]:
     fld = Path(sys.executable).with_name("fld")
-    return [str(fld)] if fld.exists() else [sys.executable, "-m", "engine.cli"]
+    return [str(fld)] if fld.exists() else [sys.executable, "-m", "pipelines.cli"]
 
 
 def time_cli(corpus: Path) -> list[float]:
@@ -125,9 +125,11 @@ def time_cli(corpus: Path) -> list[float]:
 
 
 def startup_seconds() -> float:
-    """Python start-up and the imports of ``fld stats`` (engine.cli, engine.query, duckdb)."""
+    """Python start-up and the imports of ``fld stats`` (pipelines.cli, engine.query, duckdb)."""
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import engine.cli, engine.query"], check=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-c", "import pipelines.cli, engine.query"], check=True, cwd=REPO
+    )
     return time.perf_counter() - began
 
 
@@ -312,7 +314,7 @@ def run(quick: bool = False, folder: Path | None = None) -> dict:
                 )
             )
     notes.append(
-        f"sql_stats: Python start-up + imports of fld stats (engine.cli, engine.query, duckdb) "
+        f"sql_stats: Python start-up + imports of fld stats (pipelines.cli, engine.query, duckdb) "
         f"{startup_s:.2f} s, included in each fld stats time"
     )
     return {

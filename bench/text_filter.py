@@ -6,7 +6,7 @@
 Both sides use the same loaded pipeline (``spacy.load(model, exclude=["ner",
 "lemmatizer"])``, the one ``TextComplexityFilter.setup`` loads) and the same batch size:
 
-- filter: ``TextComplexityFilter().apply_batch(samples)`` over all captions at once
+- filter: ``TextComplexityFilter().run(samples)`` over all captions at once
   (parse, measure, store the seven fields, decide, count), samples built before the clock;
 - baseline: ``for doc in nlp.pipe(texts, batch_size=...): pass``, the parse alone.
 
@@ -215,7 +215,7 @@ def make_samples(texts: list[str], per_sample: int = 3) -> list[Sample]:
 def time_filter(text_filter: TextComplexityFilter, texts: list[str]) -> float:
     samples = make_samples(texts)
     start = time.perf_counter()
-    text_filter.apply_batch(samples)
+    text_filter.run(samples)
     elapsed = time.perf_counter() - start
     measured = sum(1 for s in samples for t in s.texts if t.n_objects is not None)
     if measured != len(texts):
@@ -253,7 +253,7 @@ def run(quick: bool = False) -> dict:
             raise RuntimeError(f"pipeline still has {component!r}: {nlp.pipe_names}")
     # Warm-up, untimed.
     time_pipe(nlp, texts[:64], BATCH_SIZE)
-    text_filter.apply_batch(make_samples(texts[:64]))
+    text_filter.run(make_samples(texts[:64]))
 
     runs: dict[str, list[float]] = {"filter": [], "nlp_pipe": []}
     for repeat in range(REPEATS):
@@ -281,7 +281,7 @@ def run(quick: bool = False) -> dict:
         ],
         "notes": [
             f"text_filter: {n_texts} generated captions ({n_words} words, 8-60 words each), "
-            f"one apply_batch / one nlp.pipe pass over all of them, batch_size {BATCH_SIZE}, "
+            f"one run / one nlp.pipe pass over all of them, batch_size {BATCH_SIZE}, "
             f"same pipeline ({text_filter.model}, components {nlp.pipe_names}), best of "
             f"{REPEATS} alternating runs per side, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}.",
         ],

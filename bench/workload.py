@@ -23,11 +23,12 @@ from pathlib import Path
 from PIL import Image
 
 import pipelines.annotate as annotate_module
-from engine.config import EngineConfig
 from engine.imaging import DecodeLimits, decode_image
 from engine.records import Sample, content_id
 from engine.sources import list_inputs, make_shards
-from pipelines.annotate import STEP_ORDER, ShardProcessor, annotate_corpus
+from engine.steps import WorkerContext, order_steps
+from pipelines.annotate import ShardProcessor, annotate_corpus
+from pipelines.config import EngineConfig, build_steps
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_IMAGES = REPO / "demo" / "images"
@@ -95,27 +96,12 @@ def limit_threads(threads: int) -> None:
 
 def pipeline_steps(config: EngineConfig) -> list:
     """The configured annotators and filters, built and set up (not timed), in the order
-    the engine runs them (``pipelines.annotate.STEP_ORDER``: region annotators, region
-    filters, then annotators that read the kept regions or texts, and their filters)."""
+    the engine runs them (``engine.steps.order_steps``)."""
     threads = config.run.threads_per_worker
     limit_threads(threads)
-    annotators = [spec.build() for spec in config.annotators]
-    for annotator in annotators:
-        if getattr(annotator, "threads", None) is not None:
-            annotator.threads = threads
-        annotator.setup()
-    filters = config.filters.build()
-    for step in filters:
-        step.setup()
-    steps = []
-    for role, stage in STEP_ORDER:
-        if role == "annotator":
-            steps += [a for a in annotators if a.stage == stage]
-        else:
-            steps += [f for f in filters if f.target == stage]
-    missing = [s for s in (*annotators, *filters) if s not in steps]
-    if missing:
-        raise RuntimeError(f"bench does not know when to run {missing}")
+    steps = order_steps(build_steps(config))
+    for step in steps:
+        step.setup(WorkerContext(threads=threads))
     return steps
 
 
@@ -147,17 +133,8 @@ def run_standalone(config: EngineConfig, folder: Path) -> dict:
             batch = samples[start : start + batch_size]
             for step in steps:
                 began = time.perf_counter()
-                if hasattr(step, "apply_batch"):
-                    step.apply_batch(batch)
-                    stages[f"filter:{step.name}"] += time.perf_counter() - began
-                elif step.stage == "regions":
-                    per_image = step.annotate([sample.pixels for sample in batch])
-                    for sample, regions in zip(batch, per_image, strict=True):
-                        sample.regions.extend(regions)
-                    stages[step.source] += time.perf_counter() - began
-                else:
-                    step.annotate_samples(batch)
-                    stages[step.source] += time.perf_counter() - began
+                step.run(batch)  # the step itself: no per-image failure isolation
+                stages[step.timing_key] += time.perf_counter() - began
         n_images += len(samples)
         n_regions += sum(len(sample.regions) for sample in samples)
         n_texts += sum(len(sample.texts) for sample in samples)

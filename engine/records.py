@@ -2,7 +2,7 @@
 
 Annotators append ``Region`` objects to ``Sample.regions``; filters flip ``kept`` and
 set ``drop_reason``; the pipeline turns samples into rows of the tables in
-``engine.schemas`` (``Sample.to_rows``).  Coordinates follow the schema module:
+``engine.schemas`` (``Sample.image_row``, ``region_rows``, ``text_rows``, ``phrase_rows``).  Coordinates follow the schema module:
 pixels of the decoded, EXIF-upright image.
 """
 
@@ -149,6 +149,13 @@ class Sample:
     @property
     def kept_regions(self) -> list[Region]:
         return [region for region in self.regions if region.kept]
+
+    def snapshot(self) -> tuple[list, list, list]:
+        """The row lists as they are now, for ``restore`` after a failed step."""
+        return self.regions[:], self.texts[:], self.phrases[:]
+
+    def restore(self, state: tuple[list, list, list]) -> None:
+        self.regions[:], self.texts[:], self.phrases[:] = state
 
     @property
     def width(self) -> int:

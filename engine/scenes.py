@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-from annotators.ssd_coco import COCO_LABELS
+from engine.labels import COCO_LABELS
 from engine.synthetic import dejavu_path
 
 # COCO's category ids as the TF Object Detection API (and so SSD) numbers them.

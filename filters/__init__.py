@@ -1,10 +1,11 @@
 """Filters, one file per family, registered here by their config key.
 
-Region filters run in the order of ``REGISTRY``: geometry (clip, then size and area),
-confidence, NMS (per source), then fusion (across sources), each on the rows the previous
-ones kept; text filters
-(``text_complexity``) run after the captioners, phrase filters (``phrase_confidence``)
-after the grounders (see ``pipelines.annotate.STEP_ORDER``).
+The registry drives the config: each key is a section of ``filters`` in the YAML (its
+arguments are the filter class's fields, ``enabled`` turns it off). Each filter runs in
+its ``stage`` (``engine.steps.STAGES``: region filters after the region annotators, text
+filters after the captioners, phrase filters after the grounders); within a stage, in the
+order of ``REGISTRY``: geometry (clip, then size and area), confidence, NMS (per source),
+then fusion (across sources), each on the rows the previous ones kept.
 """
 
 from __future__ import annotations

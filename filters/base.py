@@ -3,7 +3,8 @@
 ``decide(sample, items)`` receives the items of one image that are still kept (its
 regions for a ``RegionFilter``, its texts for a ``TextFilter``) and returns, for each,
 ``True`` (keep) or ``(False, "reason")``. Filters that work better on many items at once
-(spaCy's ``nlp.pipe``) override ``decide_batch`` instead. The base class applies the
+(spaCy's ``nlp.pipe``) override ``decide_batch`` instead. A filter is a ``Step`` (``engine.steps``) whose stage is one
+of ``region_filters``, ``text_filters``, ``phrase_filters``. The base class applies the
 decisions (rejected rows stay in the table with ``kept = false`` and ``drop_reason``)
 and counts kept rows and each reason in ``counts``. Filters are pydantic dataclasses
 whose fields are their config.
@@ -11,21 +12,32 @@ whose fields are their config.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import ClassVar
 
 from engine.records import Region, Sample, Text
+from engine.steps import Step
 
 Decision = bool | tuple[bool, str]
 
 
-class Filter:
-    name: ClassVar[str]
-    version: ClassVar[str] = "1"
-    target: ClassVar[str]  # "regions" | "texts": the sample attribute it filters
+# What a filter of each stage keeps or drops: the sample attribute it filters.
+TARGETS = {"region_filters": "regions", "text_filters": "texts", "phrase_filters": "phrases"}
 
-    def setup(self) -> None:
-        """Load anything heavy. Called once per worker."""
+
+class Filter(Step):
+    """A step that keeps or drops rows; never adds any. Its failure fails the shard (an
+    image whose filter failed would otherwise keep unfiltered rows marked ``kept``)."""
+
+    isolate_failures: ClassVar[bool] = False
+
+    @property
+    def target(self) -> str:
+        """The sample attribute this filter decides on (from its ``stage``)."""
+        return TARGETS[self.stage]
+
+    @property
+    def timing_key(self) -> str:
+        return f"filter:{self.name}"
 
     def decide(self, sample: Sample, items: list) -> list[Decision]:
         raise NotImplementedError
@@ -33,16 +45,10 @@ class Filter:
     def decide_batch(self, samples: list[Sample], items: list[list]) -> list[list[Decision]]:
         return [self.decide(sample, kept) for sample, kept in zip(samples, items, strict=True)]
 
-    @property
-    def counts(self) -> Counter:
-        if not hasattr(self, "_counts"):
-            self._counts = Counter()
-        return self._counts
-
     def apply(self, sample: Sample) -> None:
-        self.apply_batch([sample])
+        self.run([sample])
 
-    def apply_batch(self, samples: list[Sample]) -> None:
+    def run(self, samples: list[Sample]) -> None:
         items = [[item for item in getattr(sample, self.target) if item.kept] for sample in samples]
         if not any(items):
             return
@@ -62,14 +68,18 @@ class Filter:
 
 
 class RegionFilter(Filter):
-    target: ClassVar[str] = "regions"
+    stage: ClassVar[str] = "region_filters"
 
     def decide(self, sample: Sample, items: list[Region]) -> list[Decision]:
         raise NotImplementedError
 
 
 class TextFilter(Filter):
-    target: ClassVar[str] = "texts"
+    stage: ClassVar[str] = "text_filters"
 
     def decide(self, sample: Sample, items: list[Text]) -> list[Decision]:
         raise NotImplementedError
+
+
+class PhraseFilter(Filter):
+    stage: ClassVar[str] = "phrase_filters"

@@ -9,8 +9,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from annotators.base import STRICT
 from engine.records import REGION_KINDS, Region, Sample
+from engine.steps import STRICT
 from filters.base import Decision, RegionFilter
 
 Threshold = Annotated[float, Field(ge=0.0, le=1.0)]

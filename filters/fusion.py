@@ -28,8 +28,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from annotators.base import STRICT
 from engine.records import Region, Sample
+from engine.steps import STRICT
 from filters.base import Decision, RegionFilter
 
 

@@ -9,8 +9,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from annotators.base import STRICT
 from engine.records import Region, Sample
+from engine.steps import STRICT, WorkerContext
 from filters.base import Decision, RegionFilter
 
 
@@ -28,7 +28,7 @@ class NMSFilter(RegionFilter):
     class_agnostic: bool = False
     kinds: list[str] = Field(default_factory=lambda: ["object", "dense", "proposal"])
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         import torchvision.ops  # noqa: F401 - pay the import once, not inside the first shard
 
     def decide(self, sample: Sample, regions: list[Region]) -> list[Decision]:

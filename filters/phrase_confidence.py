@@ -10,22 +10,21 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from annotators.base import STRICT
 from engine.records import Phrase, Sample
-from filters.base import Decision, Filter
+from engine.steps import STRICT
+from filters.base import Decision, PhraseFilter
 
 Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 @dataclass(config=STRICT)
-class PhraseConfidenceFilter(Filter):
+class PhraseConfidenceFilter(PhraseFilter):
     """Args:
     min_box_score: threshold for each (phrase, box) row.
     min_phrase_score: threshold for a phrase's best box.
     """
 
     name: ClassVar[str] = "phrase_confidence"
-    target: ClassVar[str] = "phrases"
 
     min_box_score: Threshold = 0.5
     min_phrase_score: Threshold = 0.55

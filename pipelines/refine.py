@@ -32,9 +32,9 @@ from pathlib import Path
 
 from annotators import annotator_class
 from engine.compact import compact_if_due
-from engine.config import AnnotatorSpec, EngineConfig
 from engine.corpus import Corpus, CorpusError, atomic_write_json
 from pipelines.annotate import RunSummary, annotate_corpus
+from pipelines.config import AnnotatorSpec, EngineConfig
 
 
 def base_config(corpus: Corpus, given: EngineConfig | None) -> EngineConfig:

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 from conftest import DEMO_IMAGES
 from PIL import Image
 
-from engine.config import load_config
 from engine.corpus import Corpus, IterationWriter
 from engine.schemas import table_from_rows
+from pipelines.config import load_config
 
 DEMO_NAMES = ("bus.jpg", "sign.png", "zidane.jpg")
 

@@ -18,10 +18,10 @@ import pytest
 from conftest import BIN, DEMO_IMAGES, REPO, run_fld, wait_for
 from corpus_tools import all_rows, kept_regions
 
-from engine.config import load_config
 from engine.query import connect
 from engine.schemas import ROW_ID, TABLES
 from pipelines.annotate import annotate_corpus
+from pipelines.config import load_config
 
 SHARD_SIZE = 1  # one image per shard: every run below batches each image alone
 

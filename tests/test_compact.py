@@ -368,7 +368,7 @@ def test_rerun_finishes_a_compaction_the_kill_left(tmp_path, monkeypatch):
     from corpus_tools import all_rows
 
     import pipelines.annotate as annotate
-    from engine.config import load_config
+    from pipelines.config import load_config
 
     config_path = tmp_path / "light.yaml"
     config_path.write_text(LIGHT_CONFIG)

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_config
 from filters.confidence import ConfidenceFilter
 from filters.fusion import FusionFilter
 from filters.geometry import GeometryFilter
 from filters.nms import NMSFilter
 from filters.phrase_confidence import PhraseConfidenceFilter
 from filters.text_complexity import TextComplexityFilter
+from pipelines.config import DEFAULT_CONFIG_PATH, ConfigError, EngineConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_IMAGES = REPO / "demo" / "images"
@@ -219,7 +219,7 @@ def test_empty_file_requires_annotators(tmp_path):
 def run_cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "run", str(DEMO_IMAGES), *args],
+        [sys.executable, "-m", "pipelines.cli", "run", str(DEMO_IMAGES), *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -286,7 +286,7 @@ def test_cli_bad_config_imports_neither_ray_nor_torch(tmp_path):
     out = tmp_path / "corpus"
     code = (
         "import sys\n"
-        "from engine.cli import main\n"
+        "from pipelines.cli import main\n"
         f"rc = main(['run', {str(DEMO_IMAGES)!r}, '--out', {str(out)!r}, "
         "'--set', 'filters.nms.iou_threshold=2'])\n"
         "heavy = ('ray', 'torch', 'torchvision', 'cv2', 'rapidocr', 'ultralytics')\n"

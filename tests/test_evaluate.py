@@ -291,9 +291,9 @@ def test_cli_reports_bad_arguments_with_status_2(tmp_path):
 
 
 def test_fld_eval_on_generated_scenes_annotated_by_the_real_specialists(tmp_path):
-    from engine.config import load_config
     from engine.scenes import generate_scenes
     from pipelines.annotate import annotate_corpus
+    from pipelines.config import load_config
 
     gt = generate_scenes(tmp_path / "scenes", 6, seed=11)
     config = load_config(

@@ -84,7 +84,7 @@ def test_non_overlapping_boxes_of_same_label_stay_separate():
 
 
 def test_bad_fusion_config_fails_validation():
-    from engine.config import ConfigError, load_config
+    from pipelines.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="filters.fusion.iou_threshold"):
         load_config(None, ["filters.fusion.iou_threshold=0"])

@@ -232,9 +232,9 @@ def test_hub_id_loads_from_the_local_hub_cache(blip_folder, tmp_path):
 
 
 def test_engine_run_writes_captions_to_the_texts_table(florence_folder, tmp_path):
-    from engine.config import load_config
     from engine.query import connect
     from pipelines.annotate import annotate_corpus
+    from pipelines.config import load_config
 
     photos = tmp_path / "photos"
     photos.mkdir()

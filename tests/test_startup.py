@@ -135,7 +135,7 @@ def test_local_ray_workers_get_the_engine_environment():
 
 NO_TORCH = r"""
 import json, sys
-from engine.config import load_config
+from pipelines.config import load_config
 from pipelines.annotate import ShardProcessor
 
 config = load_config(None, [

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from engine.config import ConfigError, load_config
 from engine.records import Sample, Text
 from filters.text_complexity import TextComplexityFilter
+from pipelines.config import ConfigError, load_config
 
 KEYS = (
     "n_objects",
@@ -176,7 +176,7 @@ def test_excessive_objects_on_a_brief_text():
         thresholds={"brief": {"max_objects": 5}, "detailed": {"max_objects": 40}}
     )
     sample = make_sample(("brief", LONG), ("detailed", LONG), ("brief", "Two people and a dog."))
-    text_filter.apply_batch([sample])
+    text_filter.run([sample])
     long_brief, long_detailed, short_brief = sample.texts
     assert (long_brief.kept, long_brief.drop_reason) == (False, "excessive_objects")
     assert long_detailed.kept and long_detailed.drop_reason is None  # 8 <= 40
@@ -197,7 +197,7 @@ def test_one_word_caption_is_low_complexity():
     sample = make_sample(
         ("brief", "Dog"), ("brief", "Cars."), ("brief", "A bus stop near a brick wall.")
     )
-    text_filter.apply_batch([sample])
+    text_filter.run([sample])
     assert [(t.kept, t.drop_reason) for t in sample.texts] == [
         (False, "low_complexity"),
         (False, "low_complexity"),
@@ -221,7 +221,7 @@ def test_definition_changes_the_decision(definition, kept):
         thresholds={"detailed": {"max_objects": 40, "min_action_complexity": 2}},
     )
     sample = make_sample(("detailed", sentence))
-    text_filter.apply_batch([sample])
+    text_filter.run([sample])
     (text,) = sample.texts
     assert text.kept is kept
     assert text.drop_reason == (None if kept else "low_complexity")
@@ -235,8 +235,8 @@ def test_object_complexity_definition_changes_the_decision():
     thresholds = {"brief": {"max_objects": 12, "min_object_complexity": 2}}
     fld = make_sample(("brief", "The sky is blue."), image_id="a")
     diht = make_sample(("brief", "The sky is blue."), image_id="b")
-    TextComplexityFilter(definition="fld", thresholds=thresholds).apply_batch([fld])
-    TextComplexityFilter(definition="diht", thresholds=thresholds).apply_batch([diht])
+    TextComplexityFilter(definition="fld", thresholds=thresholds).run([fld])
+    TextComplexityFilter(definition="diht", thresholds=thresholds).run([diht])
     assert fld.texts[0].kept
     assert (diht.texts[0].kept, diht.texts[0].drop_reason) == (False, "low_complexity")
 
@@ -257,7 +257,7 @@ def test_batch_over_samples_and_counts(text_filter):
     already.drop("earlier")
     b.texts.append(already)
     c = make_sample(image_id="c")  # no texts
-    custom.apply_batch([a, b, c])
+    custom.run([a, b, c])
     assert [(t.kept, t.drop_reason) for t in a.texts + b.texts] == [
         (False, "excessive_objects"),  # 3 objects > 2
         (True, None),  # no thresholds for "detailed"
@@ -269,7 +269,7 @@ def test_batch_over_samples_and_counts(text_filter):
     assert a.texts[1].n_objects == 8  # measured although not thresholded
     assert custom.counts == {"kept": 2, "excessive_objects": 1, "low_complexity": 1}
     # A second batch adds to the counts.
-    custom.apply_batch([make_sample(("brief", "Cars."), image_id="d")])
+    custom.run([make_sample(("brief", "Cars."), image_id="d")])
     assert custom.counts["low_complexity"] == 2
 
 
@@ -279,7 +279,7 @@ def test_default_thresholds_keep_ordinary_captions(text_filter):
         ("detailed", "A man in a red shirt is riding a bicycle down the street."),
         ("more_detailed", LONG),
     )
-    text_filter.apply_batch([sample])
+    text_filter.run([sample])
     assert all(t.kept for t in sample.texts)
 
 

@@ -23,10 +23,10 @@ import yaml
 from conftest import DEMO_IMAGES
 from corpus_tools import table_rows
 
-from engine.config import ConfigError, load_config
 from engine.query import connect
 from engine.records import content_id
 from pipelines.annotate import annotate_corpus
+from pipelines.config import ConfigError, load_config
 
 LOCAL = ["run.executor=local", "run.shard_size=1"]
 

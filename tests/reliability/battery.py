@@ -167,8 +167,8 @@ def shared_photo_set(tmp_path_factory) -> dict:
     if not _shared:
         from corpus_tools import all_rows
 
-        from engine.config import load_config
         from pipelines.annotate import annotate_corpus
+        from pipelines.config import load_config
 
         base = tmp_path_factory.mktemp("battery")
         folder = base / "photos"

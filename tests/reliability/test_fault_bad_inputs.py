@@ -30,9 +30,9 @@ from battery import (
 )
 from corpus_tools import all_rows
 
-from engine.config import load_config
 from engine.query import connect
 from pipelines.annotate import annotate_corpus
+from pipelines.config import load_config
 
 SHARD_SIZE = 8
 

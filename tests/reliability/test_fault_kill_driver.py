@@ -46,9 +46,9 @@ from battery import (
 )
 from corpus_tools import all_rows
 
-from engine.config import load_config
 from engine.query import connect
 from pipelines.annotate import annotate_corpus
+from pipelines.config import load_config
 
 SEED = int(os.environ.get("FLD_BATTERY_SEED", "20240607"))
 

@@ -34,8 +34,8 @@ from battery import (
 )
 from corpus_tools import all_rows
 
-from engine.config import load_config
 from pipelines.annotate import annotate_corpus
+from pipelines.config import load_config
 
 SEED = int(os.environ.get("FLD_BATTERY_SEED", "20240607"))
 STUDENT = ["--epochs", "1", "--set", "refine.student.image_size=128",

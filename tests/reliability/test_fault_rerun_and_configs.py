@@ -21,13 +21,13 @@ from pathlib import Path
 
 from battery import REPO, report, shared_photo_set
 
-# Runs ``engine.cli.main`` (what ``fld`` runs) for each argument list given as JSON, then
+# Runs ``pipelines.cli.main`` (what ``fld`` runs) for each argument list given as JSON, then
 # reports per case: exit status, seconds, the heavy modules imported so far, and every
 # process that this process ever had as a child (ps --ppid, polled by a thread while main
 # runs, so that even a short-lived child would be seen).
 PROBE = r"""
 import contextlib, io, json, os, sys, threading, time
-from engine.cli import main
+from pipelines.cli import main
 
 HEAVY = ("ray", "torch", "torchvision", "cv2", "rapidocr", "ultralytics", "spacy", "transformers")
 children = set()

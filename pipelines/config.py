@@ -1,7 +1,7 @@
 """The run configuration: one YAML file, validated with pydantic before Ray starts or any
 model loads. Unknown keys are errors; every error names its key (``filters.nms.iou_threshold``).
 
-Sections (see ``engine/default_config.yaml`` for every default, documented):
+Sections (see ``pipelines/default_config.yaml`` for every default, documented):
 
 - ``decode``: ``min_side``, ``max_pixels``  (``engine.imaging.DecodeLimits``)
 - ``input``: ``parquet_column``  (``engine.sources``)
@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -98,31 +99,47 @@ class AnnotatorSpec(Strict):
 
 
 class FilterSpec(Strict):
+    """``enabled`` turns the filter on or off; every other key is one of its constructor
+    arguments."""
+
     model_config = ConfigDict(extra="allow")
     enabled: bool = True
 
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
-class FiltersConfig(Strict):
-    geometry: FilterSpec = FilterSpec()
-    confidence: FilterSpec = FilterSpec()
-    nms: FilterSpec = FilterSpec()
-    fusion: FilterSpec = FilterSpec()
-    text_complexity: FilterSpec = FilterSpec()
-    phrase_confidence: FilterSpec = FilterSpec()
 
-    @field_validator(*FILTERS)
+class FiltersBase(Strict):
+    """One ``FilterSpec`` field per entry of ``filters.REGISTRY`` (the registry drives the
+    config: a new filter is its file, a registry line and its tests)."""
+
+    @field_validator("*")
     @classmethod
     def _arguments_valid(cls, spec: FilterSpec, info: ValidationInfo) -> FilterSpec:
-        filter_class(info.field_name)(**(spec.model_extra or {}))  # validates
+        filter_class(info.field_name)(**spec.arguments)  # validates; loads nothing
         return spec
 
     def build(self) -> list:
-        built = []
-        for key in FILTERS:
-            spec: FilterSpec = getattr(self, key)
-            if spec.enabled:
-                built.append(filter_class(key)(**(spec.model_extra or {})))
-        return built
+        """The enabled filters, in registry order."""
+        return [
+            filter_class(key)(**spec.arguments)
+            for key in FILTERS
+            if (spec := getattr(self, key)).enabled
+        ]
+
+
+FiltersConfig = create_model(
+    "FiltersConfig",
+    __base__=FiltersBase,
+    **{key: (FilterSpec, FilterSpec()) for key in FILTERS},
+)
+
+
+def build_steps(config: EngineConfig) -> list:
+    """Every step of a run, annotators then filters, each in config order (the processor
+    orders them by stage: ``engine.steps.order_steps``)."""
+    return [spec.build() for spec in config.annotators] + config.filters.build()
 
 
 class StudentConfig(Strict):

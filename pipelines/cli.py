@@ -48,7 +48,7 @@ def check_writable(out: str) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from engine.config import load_config
+    from pipelines.config import load_config
 
     overrides = overrides_of(args)
     config = load_config(args.config, overrides)
@@ -256,8 +256,8 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 
 
 def command_refine(args: argparse.Namespace) -> int:
-    from engine.config import EngineConfig, apply_override, load_config, parse_override
     from engine.corpus import Corpus
+    from pipelines.config import EngineConfig, apply_override, load_config, parse_override
 
     if args.iterations < 1:
         raise UsageError(f"--iterations: {args.iterations} must be at least 1")
@@ -275,7 +275,7 @@ def command_refine(args: argparse.Namespace) -> int:
             apply_override(tree, *parse_override(override))
         from pydantic import ValidationError
 
-        from engine.config import ConfigError, format_validation_error
+        from pipelines.config import ConfigError, format_validation_error
 
         try:
             config = EngineConfig.model_validate(tree)
@@ -501,9 +501,9 @@ def describe_os_error(exc: OSError, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
     args = build_parser().parse_args(argv)
-    from engine.config import ConfigError
     from engine.corpus import CorpusError
     from engine.sources import InputError
+    from pipelines.config import ConfigError
 
     try:
         return args.handler(args)

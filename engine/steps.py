@@ -1,0 +1,119 @@
+"""The step contract: every annotator and every filter is a ``Step``.
+
+A step is a pydantic dataclass whose fields are its config (validated when the config is
+read, before any model loads), with class attributes as data:
+
+- ``name`` and ``version``: the rows it writes name ``source = "name@version"``; bump
+  ``version`` whenever its output for the same image can change;
+- ``stage``: when it runs in a batch, one of ``STAGES`` (the order is data, here);
+- ``resources``: what one instance needs, as Ray resource names
+  (``{"num_cpus": 1}``);
+- ``isolate_failures``: whether a failure on one image is contained to that image (the
+  batch is rolled back and retried image by image, the failing image becomes an
+  ``errors`` row whose stage is the step's ``source``). Annotators isolate: the image keeps
+  the other annotators' rows. Filters do not: an image whose filter failed would keep
+  unfiltered rows marked ``kept``, so their failure fails the shard.
+
+Lifecycle (NeMo Curator's): ``setup(worker)`` once per worker, where the model is loaded
+(never in ``__init__``: instances are pickled to Ray workers), then ``run(samples)`` on
+each batch; ``run`` mutates the samples in place (appends rows, or flips ``kept``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import ConfigDict
+
+from engine.records import ErrorRecord, Sample
+
+# The config of every step: unknown keys are errors.
+STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+# The stages of a batch, in the order they run; each stage sees what the earlier ones kept.
+STAGES: tuple[str, ...] = (
+    "regions",  # region annotators: decoded images -> Sample.regions
+    "region_filters",  # geometry, confidence, NMS, fusion: Sample.regions kept or dropped
+    "texts",  # captioners and dense region captioners: see the kept regions
+    "text_filters",  # the spaCy complexity filter: Sample.texts
+    "phrases",  # phrase extraction and grounding: see the kept texts
+    "phrase_filters",  # phrase confidence: Sample.phrases
+    "masks",  # segmenters: polygons for the kept phrase boxes (and object regions)
+)
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker gives its steps at ``setup``: ``threads`` its models may use."""
+
+    threads: int = 1
+
+
+class Step:
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    stage: ClassVar[str]
+    resources: ClassVar[dict] = {"num_cpus": 1}
+    isolate_failures: ClassVar[bool] = True
+
+    @property
+    def source(self) -> str:
+        """``name@version``; a step with a ``source_name`` field (several instances of one
+        model, e.g. the refinement loop's students) writes that name instead."""
+        return f"{getattr(self, 'source_name', None) or self.name}@{self.version}"
+
+    @property
+    def timing_key(self) -> str:
+        """The key of this step's seconds in a shard marker's ``timings``."""
+        return self.source
+
+    @property
+    def counts(self) -> Counter:
+        """What this step counted in the current shard (filters: kept rows and each drop
+        reason); the processor clears it per shard and stores it in the shard's marker."""
+        if not hasattr(self, "_counts"):
+            self._counts = Counter()
+        return self._counts
+
+    def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008 - frozen
+        """Load the model. Called once per worker before the first batch."""
+
+    def run(self, samples: list[Sample]) -> None:
+        raise NotImplementedError
+
+
+def order_steps(steps: list[Step]) -> list[Step]:
+    """Steps in ``STAGES`` order; within a stage, in the order given (the config's)."""
+    for step in steps:
+        if step.stage not in STAGES:
+            raise ValueError(f"step {step.name}: unknown stage {step.stage!r}; known: {STAGES}")
+    return sorted(steps, key=lambda step: STAGES.index(step.stage))
+
+
+def run_step(step: Step, batch: list[Sample], errors: list) -> None:
+    """Run one step on a batch. If the step isolates failures and the batch call fails,
+    undo what it did and retry image by image, so one bad image costs only its own rows
+    (an ``errors`` row with the step's source as the stage)."""
+    if not batch:
+        return
+    if not step.isolate_failures:
+        step.run(batch)
+        return
+    saved = [sample.snapshot() for sample in batch]
+    try:
+        step.run(batch)
+        return
+    except Exception as exc:  # noqa: BLE001 - isolate the failing image below
+        for sample, state in zip(batch, saved, strict=True):
+            sample.restore(state)
+        if len(batch) == 1:
+            sample = batch[0]
+            message = f"{type(exc).__name__}: {exc}"[:2000]
+            errors.append(
+                ErrorRecord(sample.uri, step.source, "annotator_failed", message, sample.image_id)
+            )
+            return
+    for sample in batch:
+        run_step(step, [sample], errors)
