@@ -192,21 +192,16 @@ def nms(
     boxes: np.ndarray, scores: np.ndarray, threshold: float, iou: float, limit: int
 ) -> list[int]:
     """Indices of up to ``limit`` boxes scoring ``>= threshold``, best first, none
-    overlapping a better chosen one by more than ``iou``."""
+    overlapping a better chosen one by more than ``iou`` (``torchvision.ops.nms``)."""
+    import torch
+    from torchvision.ops import nms as torchvision_nms
+
     candidates = np.flatnonzero(scores >= threshold)
-    candidates = candidates[np.argsort(-scores[candidates], kind="stable")]
-    chosen: list[int] = []
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    for index in candidates:
-        if chosen:
-            kept = boxes[chosen]
-            ix = np.minimum(kept[:, 2], boxes[index, 2]) - np.maximum(kept[:, 0], boxes[index, 0])
-            iy = np.minimum(kept[:, 3], boxes[index, 3]) - np.maximum(kept[:, 1], boxes[index, 1])
-            inter = ix.clip(0) * iy.clip(0)
-            overlap = inter / (areas[chosen] + areas[index] - inter)
-            if (overlap > iou).any():
-                continue
-        chosen.append(int(index))
-        if len(chosen) == limit:
-            break
-    return chosen
+    if not len(candidates):
+        return []
+    kept = torchvision_nms(
+        torch.from_numpy(boxes[candidates]).double(),
+        torch.from_numpy(scores[candidates]).double(),
+        iou,
+    )
+    return [int(candidates[i]) for i in kept[:limit].tolist()]

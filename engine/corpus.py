@@ -1,4 +1,4 @@
-"""Corpus layout and commit protocol (see DESIGN.md).
+"""Corpus layout and commit protocol (docs/corpus.md).
 
 ```
 corpus/iteration=K/
@@ -34,7 +34,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.imaging import DecodeLimits, decode_image
 from engine.schemas import TABLES
+from engine.sources import ByteReader
 
 COMMITTED = "_COMMITTED"
 COMPACTED = "_COMPACTED.json"
@@ -131,8 +133,46 @@ class Corpus:
     def is_committed(self, iteration: int) -> bool:
         return (self.iteration_dir(iteration) / COMMITTED).exists()
 
+    def select_iterations(self, iteration: int | None = None) -> list[int]:
+        """The committed iterations a reader asked for: ``[iteration]`` if it is committed,
+        every committed one when ``iteration`` is None. The one place that decides which
+        iterations a command may read; raises ``CorpusError`` naming the problem."""
+        if not self.root.is_dir():
+            raise CorpusError(f"{self.root} is not a corpus folder")
+        committed = self.iterations()
+        if not committed:
+            raise CorpusError(f"{self.root} has no committed iteration")
+        if iteration is None:
+            return committed
+        if iteration not in committed:
+            raise CorpusError(
+                f"--iteration {iteration}: not a committed iteration of {self.root} "
+                f"(committed: {committed})"
+            )
+        return [iteration]
+
+    def select_iteration(self, iteration: int | None = None) -> int:
+        """``iteration`` if it is committed, else (None) the latest committed one."""
+        return self.select_iterations(iteration)[-1]
+
     def run_info(self, iteration: int) -> dict:
         return json.loads((self.iteration_dir(iteration) / RUN).read_text())
+
+    def decode_limits(self, iteration: int) -> DecodeLimits:
+        """The decode limits iteration ``iteration`` was annotated with (its config)."""
+        decode = self.run_info(iteration).get("config", {}).get("decode", {})
+        return DecodeLimits(**decode) if decode else DecodeLimits()
+
+    def load_image(self, uri: str, iteration: int, reader: ByteReader | None = None):
+        """The ``HxWx3`` RGB pixels of ``uri`` decoded as iteration ``iteration`` decoded
+        it (so its rows' coordinates apply). Raises ``OSError`` or ``ImageError``."""
+        own = reader is None
+        reader = ByteReader() if own else reader
+        try:
+            return decode_image(reader.read(uri), self.decode_limits(iteration)).pixels
+        finally:
+            if own:
+                reader.close()
 
     def compaction(self, iteration: int) -> dict | None:
         """The iteration's compaction manifest (``_COMPACTED.json``), or None."""

@@ -12,7 +12,7 @@ and ``dequantize`` in ``transformers/models/florence2/processing_florence2.py``)
   edge). The transformers post-processor truncates the centre to an int; ours keeps floats.
 
 Sequence formats (what Florence-2 generates for each task; targets of the ``florence2``
-export, see ``pipelines/export.py``):
+export, see ``pipelines/exports/florence2.py``):
 
 =====================================  ==================================================
 task                                   target

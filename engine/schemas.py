@@ -149,7 +149,3 @@ STREAM_ORDER: dict[str, tuple[str, ...]] = {
 def table_from_rows(name: str, rows: list[dict]) -> pa.Table:
     """Build table ``name`` from row dicts with its declared schema (never inferred)."""
     return pa.Table.from_pylist(rows, schema=TABLES[name])
-
-
-def empty_table(name: str) -> pa.Table:
-    return TABLES[name].empty_table()

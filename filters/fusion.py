@@ -25,9 +25,11 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
+import numpy as np
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
+from engine.boxes import iou_matrix
 from engine.records import Region, Sample
 from engine.steps import STRICT
 from filters.base import Decision, RegionFilter
@@ -70,9 +72,6 @@ class FusionFilter(RegionFilter):
         return self.label_map.get(label, label)
 
     def decide(self, sample: Sample, items: list[Region]) -> list[Decision]:
-        import torch
-        from torchvision.ops import box_iou
-
         decisions: list[Decision] = [True] * len(items)
         candidates = [
             i for i, r in enumerate(items) if r.kind in self.kinds and r.source != "fused"
@@ -91,11 +90,8 @@ class FusionFilter(RegionFilter):
             same = [c for c in clusters if c["label"] == label]
             best = None
             if same:
-                ious = box_iou(
-                    torch.tensor([region.box], dtype=torch.float32),
-                    torch.tensor([c["box"] for c in same], dtype=torch.float32),
-                )[0]
-                top = int(torch.argmax(ious))
+                ious = iou_matrix([region.box], [c["box"] for c in same])[0]
+                top = int(np.argmax(ious))
                 if float(ious[top]) > self.iou_threshold:
                     best = same[top]
             if best is None:

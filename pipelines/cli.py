@@ -86,25 +86,16 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_compact(args: argparse.Namespace) -> int:
-    from engine.compact import compact_iteration, describe
+    from engine.compact import DEFAULT_TARGET_ROWS, compact_iteration, describe
     from engine.corpus import Corpus
 
+    if args.target_rows is None:
+        args.target_rows = DEFAULT_TARGET_ROWS
     if args.target_rows < 1:
         raise UsageError(f"--target-rows: {args.target_rows} must be at least 1")
     corpus = Corpus(args.corpus)
-    if not corpus.root.is_dir():
-        raise UsageError(f"{args.corpus} is not a corpus folder")
-    committed = corpus.iterations()
-    if args.iteration is not None and args.iteration not in committed:
-        raise UsageError(
-            f"--iteration {args.iteration}: not a committed iteration of {args.corpus} "
-            f"(committed: {committed or 'none'})"
-        )
-    chosen = committed if args.iteration is None else [args.iteration]
-    if not chosen:
-        raise UsageError(f"{args.corpus} has no committed iteration")
     results = []
-    for iteration in chosen:
+    for iteration in corpus.select_iterations(args.iteration):
         result = compact_iteration(
             corpus, iteration, args.target_rows, show_progress=not args.quiet
         )
@@ -148,15 +139,10 @@ def command_sql(args: argparse.Namespace) -> int:
 def command_show(args: argparse.Namespace) -> int:
     from engine.corpus import Corpus
     from engine.draw import draw_phrases, draw_regions
-    from engine.imaging import decode_image
     from engine.query import connect
-    from engine.sources import ByteReader
 
     corpus = Corpus(args.corpus)
-    committed = corpus.iterations()
-    if not committed:
-        raise UsageError(f"{args.corpus} has no committed iteration")
-    iteration = committed[-1] if args.iteration is None else args.iteration
+    iteration = corpus.select_iteration(args.iteration)
     connection = connect(args.corpus, [iteration])
     found = connection.execute(
         "SELECT image_id, uri FROM images WHERE image_id LIKE ? || '%' OR uri = ? OR uri LIKE '%/' || ? "
@@ -180,11 +166,7 @@ def command_show(args: argparse.Namespace) -> int:
     )
     columns = [d[0] for d in cursor.description]
     rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    config_decode = corpus.run_info(iteration).get("config", {}).get("decode", {})
-    from engine.imaging import DecodeLimits
-
-    limits = DecodeLimits(**config_decode) if config_decode else DecodeLimits()
-    pixels = decode_image(ByteReader().read(uri), limits).pixels
+    pixels = corpus.load_image(uri, iteration)
     title = f"{Path(uri.split('::')[-1]).name}  iteration {iteration}"
     drawn = draw_phrases(pixels, rows, title) if args.phrases else draw_regions(pixels, rows, title)
     drawn.save(args.out)
@@ -371,8 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--target-rows",
         type=int,
-        default=250_000,
-        help="rows of the largest table per part (default 250000)",
+        help="rows of the largest table per part (default: run.compact_rows's default)",
     )
     compact.add_argument("--quiet", action="store_true", help="no progress bar")
     compact.set_defaults(handler=command_compact)

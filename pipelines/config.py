@@ -36,6 +36,7 @@ from pydantic import (
 
 from annotators import REGISTRY as ANNOTATORS
 from annotators import annotator_class
+from engine.compact import DEFAULT_TARGET_ROWS
 from filters import REGISTRY as FILTERS
 from filters import filter_class
 
@@ -69,7 +70,7 @@ class RunConfig(Strict):
     iteration: Annotated[int, Field(ge=0)] = 0
     # After the commit, merge the iteration's per-shard files into parts of about this many
     # rows of its largest table, if it has more (engine/compact.py); 0: never.
-    compact_rows: Annotated[int, Field(ge=0)] = 250_000
+    compact_rows: Annotated[int, Field(ge=0)] = DEFAULT_TARGET_ROWS
 
 
 class AnnotatorSpec(Strict):

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from engine.corpus import Corpus, CorpusError
+from engine.boxes import iou_matrix
+from engine.corpus import Corpus
 from engine.query import connect
 
 QUERY = """
@@ -27,8 +28,7 @@ def diff_iterations(
 ) -> list[dict]:
     corpus = Corpus(corpus_path)
     for iteration in (a, b):
-        if not corpus.is_committed(iteration):
-            raise CorpusError(f"iteration {iteration} of {corpus_path} is not committed")
+        corpus.select_iteration(iteration)  # raises CorpusError unless committed
     connection = connect(corpus_path, [a, b])
     cursor = connection.execute(QUERY, [a, b])
     counts: dict[tuple[str, str], Counter] = {}
@@ -57,9 +57,6 @@ def diff_iterations(
 def compare_image(
     rows: list[tuple], a: int, counts: dict, iou_threshold: float, same_iou: float
 ) -> None:
-    import torch
-    from torchvision.ops import box_iou
-
     groups: dict[tuple[str, str], tuple[list, list]] = {}
     for _, iteration, kind, label, *box in rows:
         before, after = groups.setdefault((kind, label), ([], []))
@@ -68,9 +65,7 @@ def compare_image(
         counter = counts.setdefault(key, Counter())
         matched_before, matched_after = set(), set()
         if before and after:
-            ious = box_iou(
-                torch.tensor(before, dtype=torch.float32), torch.tensor(after, dtype=torch.float32)
-            )
+            ious = iou_matrix(before, after)
             pairs = sorted(
                 ((float(ious[i, j]), i, j) for i in range(len(before)) for j in range(len(after))),
                 reverse=True,

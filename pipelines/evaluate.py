@@ -60,9 +60,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from engine.corpus import RUN, Corpus, atomic_write_json
+from engine.boxes import iou_matrix
+from engine.corpus import RUN, Corpus, CorpusError, atomic_write_json
 from engine.query import connect, format_table
 
 IOU_THRESHOLD = 0.5
@@ -102,18 +104,19 @@ def levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-def box_iou(a: tuple[float, ...], b: tuple[float, ...], crowd: bool = False) -> float:
-    """IoU of two ``x0, y0, x1, y1`` boxes; with ``crowd``, COCO's crowd IoU (the overlap
-    over the area of ``a``, the detection)."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    area_a = (a[2] - a[0]) * (a[3] - a[1])
-    area_b = (b[2] - b[0]) * (b[3] - b[1])
-    union = area_a if crowd else area_a + area_b - inter
-    return inter / union if union > 0 else 0.0
+def crowd_overlaps(boxes: list[tuple], crowds: list[tuple]) -> np.ndarray:
+    """COCO's crowd IoU of every box with every crowd box (the overlap over the area of the
+    detection), by pycocotools' own ``mask.iou`` with ``iscrowd`` set."""
+    from pycocotools import mask as mask_utils
+
+    if not boxes or not crowds:
+        return np.zeros((len(boxes), len(crowds)))
+
+    def xywh(items: list[tuple]) -> np.ndarray:
+        array = np.asarray(items, dtype=np.float64).reshape(-1, 4)
+        return np.column_stack([array[:, :2], array[:, 2:] - array[:, :2]])
+
+    return np.asarray(mask_utils.iou(xywh(boxes), xywh(crowds), [1] * len(crowds)))
 
 
 def file_key(path_or_uri: str) -> str:
@@ -228,17 +231,17 @@ def kept_regions(connection, matched: dict[str, dict]) -> dict[str, list[tuple]]
     return by_kind
 
 
-def object_match(box: tuple, truth: tuple) -> float | None:
-    """IoU when it is at least 0.5, else no match."""
-    iou = box_iou(box, truth)
+def object_match(box: tuple, truth: tuple, iou: float | None = None) -> float | None:
+    """IoU when it is at least 0.5, else no match (``iou``: already computed)."""
+    iou = float(iou_matrix([box], [truth])[0, 0]) if iou is None else iou
     return iou if iou >= IOU_THRESHOLD else None
 
 
-def ocr_match(box: tuple, truth: tuple) -> float | None:
+def ocr_match(box: tuple, truth: tuple, iou: float | None = None) -> float | None:
     """IoU >= 0.5, or the line box holding the GT box with a margin: at least
     ``OCR_MIN_COVER`` of the GT box inside it and the GT box filling at least
-    ``OCR_MIN_FILL`` of it. Ranked by IoU."""
-    iou = box_iou(box, truth)
+    ``OCR_MIN_FILL`` of it. Ranked by IoU (``iou``: already computed)."""
+    iou = float(iou_matrix([box], [truth])[0, 0]) if iou is None else iou
     if iou >= IOU_THRESHOLD:
         return iou
     width = min(box[2], truth[2]) - max(box[0], truth[0])
@@ -263,6 +266,10 @@ def greedy_match(
     Returns, per detection, the truth index it took (or None) and whether, unmatched, it
     falls on a crowd truth (COCO's crowd IoU >= 0.5)."""
     order = sorted(range(len(detections)), key=lambda i: -detections[i][0])
+    boxes = [box for _, box in detections]
+    ious = iou_matrix(boxes, [truth_box for truth_box, _ in truths])
+    crowd_columns = [j for j, (_, crowd) in enumerate(truths) if crowd]
+    crowd_ious = crowd_overlaps(boxes, [truths[j][0] for j in crowd_columns])
     taken = [False] * len(truths)
     assigned: list[int | None] = [None] * len(detections)
     on_crowd = [False] * len(detections)
@@ -272,17 +279,14 @@ def greedy_match(
         for j, (truth_box, crowd) in enumerate(truths):
             if crowd or taken[j]:
                 continue
-            quality = match(box, truth_box)
+            quality = match(box, truth_box, float(ious[i, j]))
             if quality is not None and quality > best_quality:
                 best, best_quality = j, quality
         if best is not None:
             taken[best] = True
             assigned[i] = best
         else:
-            on_crowd[i] = any(
-                crowd and box_iou(box, truth_box, crowd=True) >= IOU_THRESHOLD
-                for truth_box, crowd in truths
-            )
+            on_crowd[i] = bool(crowd_columns) and bool(crowd_ious[i].max() >= IOU_THRESHOLD)
     return assigned, on_crowd
 
 
@@ -485,20 +489,10 @@ def evaluate_corpus(
     COCO file ``gt_path``; store each result in the iteration's ``run.json`` under
     ``"eval"`` unless ``write`` is false. Returns the results by iteration."""
     store = Corpus(corpus)
-    if not store.root.is_dir():
-        raise EvalError(f"{corpus} is not a corpus folder")
-    committed = store.iterations()
-    if iteration is not None:
-        if iteration not in committed:
-            raise EvalError(
-                f"--iteration: iteration {iteration} of {corpus} is not committed "
-                f"(committed: {committed or 'none'})"
-            )
-        chosen = [iteration]
-    else:
-        chosen = committed
-    if not chosen:
-        raise EvalError(f"{corpus} has no committed iteration")
+    try:
+        chosen = store.select_iterations(iteration)
+    except CorpusError as exc:
+        raise EvalError(str(exc)) from None
     gt = load_ground_truth(gt_path)
     results = {}
     for k in chosen:

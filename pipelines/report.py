@@ -27,7 +27,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no global backend state
 
-from engine.corpus import Corpus, CorpusError
+from engine.corpus import Corpus
 from engine.query import STATS_QUERIES, connect
 
 TABLE_NAMES = ("images", "texts", "regions", "phrases", "errors")
@@ -103,11 +103,7 @@ class Section:
 class Report:
     def __init__(self, corpus_path: str | Path, samples: int = 6):
         self.corpus = Corpus(corpus_path)
-        if not self.corpus.root.is_dir():
-            raise FileNotFoundError(f"{corpus_path} is not a corpus folder")
-        self.iterations = self.corpus.iterations()
-        if not self.iterations:
-            raise CorpusError(f"{corpus_path} has no committed iteration")
+        self.iterations = self.corpus.select_iterations()
         self.latest = self.iterations[-1]
         self.connection = connect(corpus_path)
         self.samples = samples
@@ -288,7 +284,6 @@ class Report:
 
     def gallery(self) -> str:
         from engine import draw
-        from engine.imaging import DecodeLimits, decode_image
         from engine.sources import ByteReader
 
         images = self.rows(
@@ -298,13 +293,11 @@ class Report:
         title = f"<h2>Gallery (iteration {self.latest}, {len(images)} samples)</h2>"
         if not images:
             return title + '<p class="note">(no images)</p>'
-        decode = self.corpus.run_info(self.latest).get("config", {}).get("decode", {})
-        limits = DecodeLimits(**decode) if decode else DecodeLimits()
         reader = ByteReader()
         cards = []
         try:
             for image_id, uri in images:
-                cards.append(self.card(reader, limits, draw, decode_image, image_id, uri))
+                cards.append(self.card(reader, draw, image_id, uri))
         finally:
             reader.close()
         return (
@@ -320,7 +313,7 @@ class Report:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def card(self, reader, limits, draw, decode_image, image_id: str, uri: str) -> str:
+    def card(self, reader, draw, image_id: str, uri: str) -> str:
         name = Path(uri.split("::")[-1]).name
         parameters = [image_id, self.latest]
         regions = self.dict_rows(
@@ -340,11 +333,10 @@ class Report:
         )
         pictures = []
         try:
-            pixels = decode_image(reader.read(uri), limits).pixels
+            pixels = self.corpus.load_image(uri, self.latest, reader)
             pictures.append(draw.draw_regions(pixels, regions, f"{name}: regions"))
-            draw_phrases = getattr(draw, "draw_phrases", None)
-            if phrases and draw_phrases is not None:
-                pictures.append(draw_phrases(pixels, phrases, f"{name}: phrases"))
+            if phrases:
+                pictures.append(draw.draw_phrases(pixels, phrases, f"{name}: phrases"))
         except Exception as exc:  # the image moved or is unreadable: say so, keep going
             body = f'<p class="note">cannot draw {esc(uri)}: {esc(exc)}</p>'
         else:

@@ -34,6 +34,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from engine.masks import polygon_area
 from pipelines.exports.reader import CorpusReader
 
 INSTANCES = "instances.json"
@@ -71,12 +72,6 @@ def category_key(region: dict) -> tuple[str, str] | None:
     if region["kind"] == "ocr":
         return "ocr", TEXT_CATEGORY
     return None
-
-
-def polygon_area(points: list[float]) -> float:
-    xs, ys = points[0::2], points[1::2]
-    n = len(xs)
-    return abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))) / 2
 
 
 def segmentation_of(region: dict) -> list[float]:

@@ -48,22 +48,6 @@ class ImageAnnotations:
     phrases: list[dict] = field(default_factory=list)  # rows with a box only
 
 
-def resolve_iteration(corpus: Corpus, iteration: int | None) -> int:
-    committed = corpus.iterations()
-    if not corpus.root.is_dir():
-        raise FileNotFoundError(f"{corpus.root} is not a corpus folder")
-    if not committed:
-        raise CorpusError(f"{corpus.root} has no committed iteration")
-    if iteration is None:
-        return committed[-1]
-    if iteration not in committed:
-        raise CorpusError(
-            f"--iteration {iteration}: not a committed iteration of {corpus.root} "
-            f"(committed: {committed})"
-        )
-    return iteration
-
-
 class CorpusReader:
     """Reads one committed iteration of a corpus, image by image."""
 
@@ -75,7 +59,7 @@ class CorpusReader:
         batch_rows: int = 2048,
     ):
         self.corpus = Corpus(corpus_path)
-        self.iteration = resolve_iteration(self.corpus, iteration)
+        self.iteration = self.corpus.select_iteration(iteration)
         self.include_dropped = include_dropped
         self.batch_rows = batch_rows
 
