@@ -40,7 +40,7 @@ class DenseRegionCaptioner(SampleAnnotator):
         words = []
         if self.with_size:
             words.append(size_word(region.box, sample.width, sample.height))
-        colour = region_colour(sample.pixels, region.box)
+        colour = region_colour(sample.pixels, region.box, region.label)
         if colour:
             words.append(colour)
         words.append(region.label)

@@ -99,9 +99,21 @@ def colour_of_pixel_block(pixels: np.ndarray) -> list[tuple[str, float]]:
     return [(str(labels[i]), float(counts[i]) / len(block)) for i in order]
 
 
-def region_colour(pixels: np.ndarray, box: tuple[float, float, float, float]) -> str | None:
+# Labels of people: the colour of their box's pixels is their clothing's or the background's,
+# not theirs, so no colour word is put in front of them ("a green person").
+PEOPLE_LABELS = frozenset(
+    {"person", "people", "man", "men", "woman", "women", "child", "children", "boy", "girl"}
+)
+
+
+def region_colour(
+    pixels: np.ndarray, box: tuple[float, float, float, float], label: str = ""
+) -> str | None:
     """The dominant colour of the central part of a box (the middle 60% in each
-    direction, to leave out most of the background), or None for a tiny box."""
+    direction, to leave out most of the background), or None for a tiny box or a box of
+    a person (``PEOPLE_LABELS``)."""
+    if label.strip().lower() in PEOPLE_LABELS:
+        return None
     x0, y0, x1, y1 = box
     width, height = x1 - x0, y1 - y0
     cx0, cx1 = int(x0 + 0.2 * width), int(np.ceil(x1 - 0.2 * width))

@@ -10,8 +10,10 @@ the way FLD-5B's detailed descriptions were written from region annotations.
 
 Deterministic given the image and its regions; phrasing varies between images (chosen
 by a hash of the ``image_id``). ``score`` is the mean score of the regions a text
-mentions (1.0 when it mentions none). An image with no kept region is described by
-its colours and layout.
+mentions (0.0 when it mentions none: an image with no kept region is described by
+its colours and layout alone, and such a text says so by its score). People get no colour
+word (``describe.PEOPLE_LABELS``): their box's colour is their clothing's or the
+background's.
 """
 
 from __future__ import annotations
@@ -177,11 +179,13 @@ class Context:
         self._colours: dict[int, str | None] = {}
 
     def score(self, regions: list[Region]) -> float:
-        return sum(r.score for r in regions) / len(regions) if regions else 1.0
+        """The mean score of the regions a text mentions; 0.0 when it mentions none (a
+        text made from the image's colours alone has no detector evidence behind it)."""
+        return sum(r.score for r in regions) / len(regions) if regions else 0.0
 
     def colour(self, region: Region) -> str | None:
         if id(region) not in self._colours:
-            self._colours[id(region)] = region_colour(self.sample.pixels, region.box)
+            self._colours[id(region)] = region_colour(self.sample.pixels, region.box, region.label)
         return self._colours[id(region)]
 
     def short(self, region: Region) -> str:

@@ -21,7 +21,7 @@ a. every part file is written (a temporary name, ``fsync``, ``os.replace``); rea
 b. the manifest ``iteration=K/_COMPACTED.json`` is written atomically (the switch): every
    part, its file per table, its shards and their row counts per table. Before it is
    written, the rows of each part file, read back from the written file, must equal the
-   rows read from its shard files; each shard file's rows, those its marker recorded; and
+   rows read from its shard files, value for value (``write_part``); each shard file's rows, those its marker recorded; and
    each table's total, the count in ``run.json``;
 c. the shard data files it supersedes are deleted (the ``_shards/*.json`` markers stay).
 
@@ -135,6 +135,15 @@ def read_group(connection, paths: list[Path], table: str) -> tuple[pa.Table, lis
             f"{table}: shard files {names[0]}..{names[-1]} do not have the contract schema: {exc}"
         ) from None
     return data, [by_file.get(name, 0) for name in names]
+
+
+def write_part(path: Path, data: pa.Table) -> None:
+    """Write a part file durably, then read it back: its rows must equal, value for value,
+    the rows read from its shard files (a count alone would miss a corrupted value)."""
+    atomic_write_parquet(path, data, durable=True)
+    written = pq.read_table(path, schema=data.schema)
+    if not written.equals(data):
+        raise CorpusError(f"{path}: the rows read back differ from its shards' rows; not compacted")
 
 
 def recorded_shard_rows(folder: Path, names: list[str]) -> dict[str, dict[str, int]]:
@@ -291,7 +300,7 @@ def compact_iteration(
                     relative = f"{table}/part={part_name}.parquet"
                     if writing is not None:
                         writing.result()
-                    writing = writer.submit(atomic_write_parquet, folder / relative, data, True)
+                    writing = writer.submit(write_part, folder / relative, data)
                     del data
                     part["files"][table] = relative
                     part["shard_rows"][table] = per_shard

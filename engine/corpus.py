@@ -96,11 +96,18 @@ class FileGroup:
     shard_rows: dict[str, tuple[int, ...]] | None = None
 
 
-def check_same_plan(recorded: dict, plan: dict, where: Path) -> None:
+def check_same_plan(recorded: dict, plan: dict, where: Path, contents: bool = True) -> None:
     """An iteration started (or committed) over other inputs, shard size or config cannot
-    be resumed with this one: its shards would not match."""
+    be resumed with this one: its shards would not match. ``contents``: also refuse inputs
+    whose sizes or modification times changed (a resume; a committed iteration is final,
+    its rerun only checks the names). Plans written before ``content_fingerprint`` existed
+    are checked by names."""
     if recorded.get("fingerprint") != plan.get("fingerprint"):
         what = "other inputs or another shard size"
+    elif contents and recorded.get(
+        "content_fingerprint", plan.get("content_fingerprint")
+    ) != plan.get("content_fingerprint"):
+        what = "the same file names, but some input changed since (size or modification time)"
     elif recorded.get("config_hash") != plan.get("config_hash"):
         what = "another config (settings that change the rows)"
     else:
@@ -287,5 +294,15 @@ class IterationWriter:
         atomic_write_json(self.markers_dir / f"{shard_name}.json", marker)
 
     def commit(self, run_info: dict) -> None:
+        """Write ``run.json``, then ``_COMMITTED`` — only when every shard the plan names
+        has its marker (a commit over a missing shard would hide its rows for good)."""
+        planned = int((self.recorded_plan() or {}).get("n_shards", 0))
+        done = set(self.done_shards())
+        missing = sorted(set(range(planned)) - done)
+        if missing:
+            raise CorpusError(
+                f"{self.path}: not committed: {len(missing)} of {planned} planned shards have "
+                f"no marker (first: {missing[0]}); rerun the same command to finish them"
+            )
         atomic_write_json(self.path / RUN, run_info)
         atomic_write_bytes(self.path / COMMITTED, b"")

@@ -26,7 +26,8 @@ task                                   target
 ``<REGION_TO_SEGMENTATION>``           polygons of one object are separated by ``<sep>``
 =====================================  ==================================================
 
-Labels are written as they are, except that ``<`` and ``>`` (which would start a token)
+Every text written into a sequence (labels, OCR lines, phrases, captions, task inputs) is
+written as it is, except that ``<`` and ``>`` (which would start a token)
 become ``(`` and ``)``, and runs of whitespace (newlines included) become one space.
 """
 

@@ -22,9 +22,15 @@ def sql_literal(text: str) -> str:
 
 
 def connect(
-    corpus_path: str | Path, iterations: list[int] | None = None
+    corpus_path: str | Path, iterations: list[int] | None = None, sandbox: bool = False
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per table."""
+    """An in-memory DuckDB connection with one view per table.
+
+    ``sandbox``: for statements from users (``fld sql``). Once the views exist, the
+    connection may read only files under the corpus folder and write none: DuckDB's
+    ``allowed_directories`` with ``enable_external_access = false`` (so ``COPY ... TO``,
+    ``ATTACH``, ``read_csv('/etc/...')`` and extension installs fail), then
+    ``lock_configuration`` so that a statement cannot lift it."""
     corpus = Corpus(corpus_path)
     if not corpus.root.is_dir():
         raise FileNotFoundError(f"{corpus_path} is not a corpus folder")
@@ -41,6 +47,11 @@ def connect(
         else:
             connection.register(f"_empty_{table}", TABLES[table].empty_table())
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
+    if sandbox:
+        root = str(corpus.root.resolve()).rstrip("/") + "/"
+        connection.execute(f"SET allowed_directories = [{sql_literal(root)}]")
+        connection.execute("SET enable_external_access = false")
+        connection.execute("SET lock_configuration = true")
     return connection
 
 

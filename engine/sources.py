@@ -159,6 +159,24 @@ def fingerprint(uris: list[str], shard_size: int) -> str:
     return digest.hexdigest()[:16]
 
 
+def content_fingerprint(uris: list[str]) -> str:
+    """Identifies what the inputs hold, as far as a ``stat`` tells: the size and modification
+    time of every file (of the tar or Parquet file holding a member), so that a file
+    changed between a killed run and its resume is noticed. One ``stat`` per file."""
+    digest = hashlib.sha256()
+    stats: dict[str, bytes] = {}
+    for uri in sorted(uris):
+        container = uri.split(TAR_SEP, 1)[0]
+        if container not in stats:
+            try:
+                status = os.stat(container)
+                stats[container] = f"{status.st_size}:{status.st_mtime_ns}".encode()
+            except OSError:
+                stats[container] = b"missing"
+        digest.update(uri.encode() + b"\t" + stats[container] + b"\n")
+    return digest.hexdigest()[:16]
+
+
 class ByteReader:
     """Reads the bytes behind URIs, keeping tar indexes and Parquet files open between calls."""
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
-from engine.records import Region, Sample
+from engine.records import REGION_KINDS, Region, Sample
 from engine.steps import STRICT, WorkerContext
 from filters.base import Decision, RegionFilter
 
@@ -19,14 +19,28 @@ class NMSFilter(RegionFilter):
     """Args:
     iou_threshold: boxes overlapping a better one by more IoU than this are dropped.
     class_agnostic: suppress across labels of one source too (default: per label).
-    kinds: region kinds NMS applies to (OCR lines do not overlap by design).
+    kinds: region kinds NMS applies to (OCR lines do not overlap by design). ``dense``
+        is refused: dense region captions are made after the region filters (stage
+        ``texts``), one per kept object box, so NMS never sees them.
     """
 
     name: ClassVar[str] = "nms"
 
     iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     class_agnostic: bool = False
-    kinds: list[str] = Field(default_factory=lambda: ["object", "dense", "proposal"])
+    kinds: list[str] = Field(default_factory=lambda: ["object", "proposal"])
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds_it_sees(cls, kinds: list[str]) -> list[str]:
+        allowed = [kind for kind in REGION_KINDS if kind != "dense"]
+        for kind in kinds:
+            if kind not in allowed:
+                raise ValueError(
+                    f"{kind!r} is not a kind NMS sees; allowed: {allowed} (dense regions are "
+                    "made after the region filters)"
+                )
+        return kinds
 
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         import torchvision.ops  # noqa: F401 - pay the import once, not inside the first shard

@@ -38,7 +38,14 @@ from engine.executors import make_executor
 from engine.imaging import DecodeLimits, ImageError, decode_image
 from engine.records import ErrorRecord, Sample, content_id, error_row
 from engine.schemas import TABLES, table_from_rows
-from engine.sources import ByteReader, Shard, fingerprint, list_inputs, make_shards
+from engine.sources import (
+    ByteReader,
+    Shard,
+    content_fingerprint,
+    fingerprint,
+    list_inputs,
+    make_shards,
+)
 from engine.steps import Step, WorkerContext, order_steps, run_step
 from pipelines.config import EngineConfig, build_steps
 
@@ -257,6 +264,7 @@ def annotate_corpus(
     plan = {
         "input": str(input_path),
         "fingerprint": fingerprint(uris, config.run.shard_size),
+        "content_fingerprint": content_fingerprint(uris),
         "config_hash": output_config_hash(config),
         "n_inputs": len(uris),
         "n_shards": len(shards),
@@ -264,7 +272,7 @@ def annotate_corpus(
     }
     writer = IterationWriter(corpus, iteration)
     if corpus.is_committed(iteration):
-        check_same_plan(writer.recorded_plan() or {}, plan, writer.path)
+        check_same_plan(writer.recorded_plan() or {}, plan, writer.path, contents=False)
         info = corpus.run_info(iteration)
         # A compaction that a killed run left unfinished is finished; else nothing is written.
         compaction = compact_if_due(corpus, iteration, show_progress)

@@ -119,9 +119,14 @@ def command_sql(args: argparse.Namespace) -> int:
 
     from engine.query import connect, format_table, run_query
 
-    connection = connect(args.corpus)
+    connection = connect(args.corpus, sandbox=True)
     try:
         columns, rows = run_query(connection, args.query)
+    except duckdb.PermissionException as exc:
+        first_line = str(exc).splitlines()[0]
+        raise UsageError(
+            f"query refused: fld sql reads only the corpus's own files and writes none ({first_line})"
+        ) from None
     except duckdb.Error as exc:
         raise UsageError(f"query failed: {exc}") from None
     if args.format == "csv":

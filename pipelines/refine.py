@@ -23,6 +23,7 @@ Iteration k (1 <= k <= N), for every k not yet committed:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -99,16 +100,67 @@ def iteration_config(
     return EngineConfig.model_validate(tree)
 
 
+class UntrustedWeights(CorpusError):
+    """Student weights this engine did not train here: loading them would unpickle code."""
+
+
+def trust_store() -> Path:
+    """The checksums of the students this machine's engine trained, kept outside every
+    corpus (``$FLD_TRUST_STORE``, default ``~/.cache/fld-engine/trusted-weights.json``): a
+    corpus folder cannot vouch for its own weights."""
+    default = Path.home() / ".cache" / "fld-engine" / "trusted-weights.json"
+    return Path(os.environ.get("FLD_TRUST_STORE") or default)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def trust_weights(sha256: str, path: Path) -> None:
+    store = trust_store()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    trusted = json.loads(store.read_text()) if store.exists() else {}
+    trusted[sha256] = str(path)
+    atomic_write_json(store, trusted)
+
+
+def check_student_weights(weights: Path, recorded: dict) -> None:
+    """``fld refine`` loads a student's ``.pt`` through ultralytics, which unpickles it, so
+    it loads only weights whose SHA-256 is the one recorded when the engine trained them
+    (``student.json``, copied into the iteration's ``run.json``) and is in this machine's
+    trust store. Anything else is refused before it is opened."""
+    actual = file_sha256(weights)
+    if recorded.get("sha256") != actual:
+        raise UntrustedWeights(
+            f"{weights}: its SHA-256 ({actual[:16]}...) is not the one recorded when it was "
+            "trained; refusing to load it (delete the models/iteration=K folder to retrain)"
+        )
+    store = trust_store()
+    trusted = json.loads(store.read_text()) if store.exists() else {}
+    if actual not in trusted:
+        raise UntrustedWeights(
+            f"{weights}: not trained by this engine on this machine (not in {store}); "
+            "refusing to unpickle it (delete the models/iteration=K folder to retrain)"
+        )
+
+
 def train_student(
     corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
 ) -> Path:
     """Train (or find already trained) the student of ``iteration`` on iteration-1's
-    kept object regions; returns the path of its weights."""
+    kept object regions; returns the path of its weights (checked: ``check_student_weights``)."""
     from pipelines.exports import export_corpus
 
     folder = corpus.root / "models" / f"iteration={iteration}"
     weights = folder / "student.pt"
     if weights.exists():
+        summary_path = folder / "student.json"
+        recorded = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        check_student_weights(weights, recorded)
         if show_progress:
             print(f"iteration {iteration}: student already trained ({weights})", file=sys.stderr)
         return weights
@@ -167,6 +219,8 @@ def train_student(
         trained = train_dir / "weights" / "last.pt"
     temporary = folder / ".student.pt.tmp"
     shutil.copyfile(trained, temporary)
+    sha256 = file_sha256(temporary)
+    trust_weights(sha256, weights.resolve())
     atomic_write_json(
         folder / "student.json",
         {
@@ -176,6 +230,7 @@ def train_student(
             "trained_on_iteration": iteration - 1,
             "data": export["counts"],
             "train_seconds": round(time.time() - started, 1),
+            "sha256": sha256,
         },
     )
     os.replace(temporary, weights)  # last: its presence means the student is complete

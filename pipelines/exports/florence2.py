@@ -98,8 +98,9 @@ def image_lines(item: ImageAnnotations) -> list[dict]:
 
     for text in item.texts:
         task = TEXT_TASKS.get(text["granularity"])
-        if task and text["text"].strip():
-            add(task, text["text"].strip())
+        target = f2.clean_label(text["text"])  # a caption saying "<loc_5>" makes no token
+        if task and target:
+            add(task, target)
 
     by_kind: dict[str, list[dict]] = {}
     for region in item.regions:
