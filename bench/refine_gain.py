@@ -19,7 +19,6 @@ table and writes ``bench/results/refine_gain.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,7 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "bench"))
+
+from results_store import new_run_id, save_result  # noqa: E402
 
 REGION_ONLY = [
     "annotators=[{name: ssd_coco}, {name: rapidocr}]",
@@ -120,8 +121,7 @@ def run(
         "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
         "work_dir": str(work),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "refine_gain.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_result("refine_gain", result, new_run_id())
     print_table(result)
     return result
 
