@@ -104,6 +104,14 @@ def measure(n_images: int, images: Path, out: Path) -> dict:
     }
 
 
+def shard_slope(rss_after_each_shard: list[float]) -> float:
+    """Least-squares slope of resident memory over shard number (MiB per shard)."""
+    import numpy as np
+
+    shards = np.arange(len(rss_after_each_shard), dtype=float)
+    return round(float(np.polyfit(shards, np.asarray(rss_after_each_shard, float), 1)[0]), 3)
+
+
 def run(quick: bool = False, images_dir: Path | None = None) -> dict:
     """Both sizes; ``images_dir`` (at least the larger count of distinct images) is reused
     when given, otherwise made in a temporary folder."""
@@ -125,6 +133,11 @@ def run(quick: bool = False, images_dir: Path | None = None) -> dict:
     within = [
         w["rss_after_last_shard_mib"] - w["rss_after_first_shard_mib"] for w in large["workers"]
     ]
+    # A leak shows as a slope: resident memory after each shard, from the first shard on (the
+    # models are loaded by then), fitted by least squares; MiB per shard, per worker.
+    slopes = [
+        shard_slope(w["rss_after_each_shard_mib"]) for w in large["workers"] if w["shards"] >= 3
+    ]
     notes = [
         f"memory: fresh driver process per size, {WORKERS} workers, shards of {SHARD_SIZE} "
         f"({small['n_shards']} and {large['n_shards']} shards); driver peak "
@@ -132,7 +145,9 @@ def run(quick: bool = False, images_dir: Path | None = None) -> dict:
         f"peak {small['worker_peak_rss_mib']:.0f} -> {large['worker_peak_rss_mib']:.0f} MiB "
         f"(models loaded included) for {sizes[0]} -> {sizes[1]} images; in the {sizes[1]}-image "
         f"run each worker's RSS changed by {', '.join(f'{d:+.0f}' for d in within)} MiB "
-        "from its first shard to its last. Ray's own daemons are not counted."
+        "from its first shard to its last (least-squares slope "
+        f"{', '.join(f'{v:+.2f}' for v in slopes)} MiB per shard). Ray's own daemons are not "
+        "counted."
     ]
     if any(r["n_errors"] for r in runs.values()):
         notes.append("memory: WARNING some images became errors rows")
@@ -141,6 +156,7 @@ def run(quick: bool = False, images_dir: Path | None = None) -> dict:
         "runs": {str(n): r for n, r in runs.items()},
         "peak_growth_ratio": growth,
         "within_run_worker_rss_change_mib": within,
+        "worker_rss_slope_mib_per_shard": slopes,
         "notes": notes,
     }
 
