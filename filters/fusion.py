@@ -6,15 +6,29 @@ cluster whose fused box it overlaps by more than ``iou_threshold`` (IoU from
 ``torchvision.ops.box_iou``), else starts one. Each cluster becomes one new region:
 
 - box: the average of its members' boxes weighted by ``weight(source) * score``;
-- score: ``sum over the sources in the cluster of weight * best member score``, divided
-  by the total weight of the sources that annotated this image (every source with at
-  least one row of the fused kinds, kept or dropped); a box only one of two equal
-  sources saw gets half its score, one both saw keeps its average;
+- score, by ``score_rule`` — the same rule on every image, whoever else annotated it:
+
+  - ``mean`` (default): the weighted mean, over the sources in the cluster, of each
+    source's best member score. A box one source saw keeps that source's score; a box two
+    sources saw gets their weighted average. Agreement is not paid in score but recorded:
+    ``sources`` and ``n_sources``, which SQL can filter on.
+  - ``wbf``: WBF's absence penalty with a fixed denominator: ``sum over the sources in
+    the cluster of weight * best score``, divided by the total weight of
+    ``expected_sources`` (every source the run is expected to have, e.g. the specialists
+    and the student). A box one of two equal sources saw gets half its score on every
+    image alike — also on images where the other source kept nothing (so with ``wbf``
+    every image is fused, even one whose boxes come from one source).
+
+  An earlier rule divided by the weight of the sources that had rows on *this* image: a
+  single kept student box anywhere halved every specialist-only box of that image while
+  images the student left empty kept full scores. Both rules above avoid that.
 - ``source = "fused"``, ``sources``: the contributing sources, ``n_sources`` their count.
 
 Members stay in the table, dropped with ``fused_into``; fused boxes under ``min_score``
-are dropped with ``low_score``. Images whose candidates come from a single source are
-left alone (nothing to fuse).
+are dropped with ``low_score``. Then NMS among the image's fused boxes (same label,
+``torchvision.ops.batched_nms`` at ``iou_threshold``): clusters whose averaged boxes drifted
+onto each other leave one box, the others are dropped with ``nms``. With ``mean``, images
+whose candidates come from a single source are left alone (nothing to fuse).
 
 Why not ``ensemble-boxes``: its ``weighted_boxes_fusion`` returns fused boxes without
 saying which input boxes formed each, and the corpus keeps every absorbed box as a row
@@ -23,7 +37,7 @@ with ``fused_into`` and fills ``sources``/``n_sources`` on the fused one.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -46,6 +60,9 @@ class FusionFilter(RegionFilter):
         ``{people: person, motorbike: motorcycle}``.
     min_score: fused boxes under this are dropped (``low_score``).
     kinds: region kinds fused.
+    score_rule: ``mean`` or ``wbf`` (see the module docstring).
+    expected_sources: for ``wbf``: the sources whose total weight divides every fused
+        score (``name@version`` or a name prefix matched like ``weights``).
     """
 
     name: ClassVar[str] = "fusion"
@@ -56,6 +73,12 @@ class FusionFilter(RegionFilter):
     label_map: dict[str, str] = Field(default_factory=dict)
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     kinds: list[str] = Field(default_factory=lambda: ["object"])
+    score_rule: Literal["mean", "wbf"] = "mean"
+    expected_sources: list[str] = Field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.score_rule == "wbf" and not self.expected_sources:
+            raise ValueError("score_rule wbf needs expected_sources (the run's sources)")
 
     def weight(self, source: str) -> float:
         bare = source.split("@", 1)[0]
@@ -76,12 +99,10 @@ class FusionFilter(RegionFilter):
         candidates = [
             i for i, r in enumerate(items) if r.kind in self.kinds and r.source != "fused"
         ]
-        annotating = {
-            r.source for r in sample.regions if r.kind in self.kinds and r.source != "fused"
-        }
-        if len({items[i].source for i in candidates}) < 2:
+        if not candidates:
             return decisions
-        total_weight = sum(self.weight(source) for source in annotating)
+        if self.score_rule == "mean" and len({items[i].source for i in candidates}) < 2:
+            return decisions
         order = sorted(candidates, key=lambda i: -self.weight(items[i].source) * items[i].score)
         clusters: list[dict] = []
         for i in order:
@@ -106,7 +127,11 @@ class FusionFilter(RegionFilter):
                 best_per_source[member.source] = max(
                     best_per_source.get(member.source, 0.0), member.score
                 )
-            score = sum(self.weight(s) * v for s, v in best_per_source.items()) / total_weight
+            weighted = sum(self.weight(s) * v for s, v in best_per_source.items())
+            if self.score_rule == "wbf":
+                score = weighted / sum(self.weight(s) for s in self.expected_sources)
+            else:
+                score = weighted / sum(self.weight(s) for s in best_per_source)
             fused = Region(
                 kind=members[0].kind,
                 x0=cluster["box"][0],
@@ -120,11 +145,34 @@ class FusionFilter(RegionFilter):
             )
             if fused.score < self.min_score:
                 fused.drop("low_score")
+            cluster["fused"] = fused
             sample.regions.append(fused)
             self.counts["fused"] += 1
             for m in cluster["members"]:
                 decisions[m] = (False, "fused_into")
+        self.suppress_overlaps([c["fused"] for c in clusters if c["fused"].kept])
         return decisions
+
+    def suppress_overlaps(self, fused: list[Region]) -> None:
+        """NMS among fused boxes of one label: the better one stays, the others ``nms``."""
+        if len(fused) < 2:
+            return
+        import torch
+        from torchvision.ops import batched_nms
+
+        labels = sorted({region.label for region in fused})
+        kept = set(
+            batched_nms(
+                torch.tensor([region.box for region in fused], dtype=torch.float64),
+                torch.tensor([region.score for region in fused], dtype=torch.float64),
+                torch.tensor([labels.index(region.label) for region in fused]),
+                self.iou_threshold,
+            ).tolist()
+        )
+        for index, region in enumerate(fused):
+            if index not in kept:
+                region.drop("nms")
+                self.counts["fused_nms"] += 1
 
     def fused_box(self, members: list[Region]) -> tuple[float, float, float, float]:
         weights = [self.weight(m.source) * max(m.score, 1e-6) for m in members]
