@@ -3,7 +3,7 @@ files merged into a few large ones.
 
 Why: ``fld run`` writes one file per table per shard (64 images by default), because a
 shard is the unit a rerun resumes; a corpus of 10 million region rows is then 31,250 small
-files, and DuckDB spends about 0.3 ms of CPU per file and table a query scans, whatever
+files, and DuckDB spends 0.2-0.7 ms of CPU per file and table a query scans, whatever
 the file holds (``bench/sql_stats.py``). Once an iteration is committed no shard is ever
 written again, so its shards can be merged.
 
