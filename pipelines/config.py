@@ -36,6 +36,11 @@ from pydantic import (
 
 from annotators import REGISTRY as ANNOTATORS
 from annotators import annotator_class
+from annotators.student_models import (
+    MOBILENET_STUDENT,
+    check_builtin_student,
+    is_builtin_student,
+)
 from engine.compact import DEFAULT_TARGET_ROWS
 from filters import REGISTRY as FILTERS
 from filters import filter_class
@@ -145,9 +150,11 @@ def build_steps(config: EngineConfig) -> list:
 
 class StudentConfig(Strict):
     """The refinement loop's student: an ultralytics YOLO trained on the kept object
-    regions of the previous iteration."""
+    regions of the previous iteration. ``model``: the built-in pretrained student
+    (``annotators.student_models.MOBILENET_STUDENT``: ImageNet MobileNetV2 backbone), a
+    model YAML (trained from scratch), or a ``.pt`` to fine-tune."""
 
-    model: str = "yolov8n.yaml"  # a model YAML (trained from scratch) or a .pt to fine-tune
+    model: str = MOBILENET_STUDENT
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 30
     image_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 320
     batch: Annotated[int, Field(ge=1, le=1024)] = 16
@@ -160,6 +167,8 @@ class StudentConfig(Strict):
     @field_validator("model")
     @classmethod
     def _model_exists(cls, model: str) -> str:
+        if is_builtin_student(model):
+            return check_builtin_student(model)
         from annotators.yolo import YoloDetector
 
         return YoloDetector._weights_exist(model)

@@ -4,8 +4,9 @@ Iteration k (1 <= k <= N), for every k not yet committed:
 
 1. **Student**: the kept ``object`` regions of iteration k-1 are exported as a YOLO data
    set (``pipelines.exports``, streamed from Parquet) under ``models/iteration=k/data``,
-   and an ultralytics YOLO (``refine.student``: a model YAML from scratch or a ``.pt`` to
-   fine-tune) is trained on them; its weights are moved into place as
+   and an ultralytics YOLO (``refine.student``: by default the built-in student with an
+   ImageNet MobileNetV2 backbone, ``annotators.student_models``; or a model YAML from
+   scratch, or a ``.pt`` to fine-tune) is trained on them; its weights are moved into place as
    ``models/iteration=k/student.pt`` only when training finished (so a killed training
    is redone from the start, deterministically: fixed seed, no dataloader workers).
 2. **Annotate**: iteration k runs the same pipeline as iteration 0 over the same inputs
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 from annotators import annotator_class
+from annotators.student_models import student_model_path
 from engine.compact import compact_if_due
 from engine.corpus import Corpus, CorpusError, atomic_write_json
 from pipelines.annotate import RunSummary, annotate_corpus
@@ -207,7 +209,7 @@ def train_student(
             file=sys.stderr,
         )
     started = time.time()
-    model = YOLO(student.model, task="detect")
+    model = YOLO(student_model_path(student.model, folder / "model"), task="detect")
     model.train(
         data=str(data_dir / "data.yaml"), epochs=student.epochs, imgsz=student.image_size,
         batch=student.batch, device=student.device, workers=student.workers, seed=student.seed,
