@@ -19,6 +19,7 @@ table and writes ``bench/results/refine_gain.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -117,13 +118,47 @@ def run(
     result = {
         "scenes": scenes,
         "student_epochs": epochs,
+        "student_model": refine_config.refine.student.model,
         "table": table,
+        "students": students(filtered),
+        "fusion": fusion_outcome(filtered),
         "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
         "work_dir": str(work),
     }
     save_result("refine_gain", result, new_run_id())
     print_table(result)
     return result
+
+
+def students(corpus: Path) -> dict:
+    """Each iteration's student: its training summary (validation mAP50 on the held-out
+    pseudo-labels, boxes and images it learned from, seconds)."""
+    found = {}
+    for path in sorted((corpus / "models").glob("iteration=*/student.json")):
+        summary = json.loads(path.read_text())
+        found[path.parent.name] = {
+            key: summary.get(key)
+            for key in ("val_map50_pseudo", "data", "train_seconds", "model", "epochs")
+        }
+    return found
+
+
+def fusion_outcome(corpus: Path) -> list[dict]:
+    """What fusion kept and dropped per iteration: object rows by source, kept, reason and
+    number of agreeing sources."""
+    from engine.query import connect
+
+    rows = (
+        connect(corpus)
+        .execute(
+            "SELECT iteration, source, kept, coalesce(drop_reason, '') AS reason, n_sources, "
+            "count(*) AS n FROM regions WHERE kind = 'object' AND iteration > 0 "
+            "GROUP BY ALL ORDER BY ALL"
+        )
+        .fetchall()
+    )
+    keys = ("iteration", "source", "kept", "drop_reason", "n_sources", "rows")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def print_table(result: dict) -> None:
@@ -138,6 +173,12 @@ def print_table(result: dict) -> None:
         print(
             f"{row['stage']:<24}{number(row['map50']):>8}{number(row['map50_95']):>10}"
             f"{number(row['precision']):>8}{number(row['recall']):>8}{row['detections'] or 0:>12}"
+        )
+    for name, student in result.get("students", {}).items():
+        print(
+            f"student of {name}: validation mAP50 on its pseudo-labels "
+            f"{number(student.get('val_map50_pseudo'))}, {student['data']['boxes']} boxes, "
+            f"{student['train_seconds']} s"
         )
 
 

@@ -150,6 +150,13 @@ def check_student_weights(weights: Path, recorded: dict) -> None:
         )
 
 
+def validation_map50(metrics) -> float | None:
+    """mAP50 of ultralytics' final validation, if training returned its metrics."""
+    box = getattr(metrics, "box", None)
+    value = getattr(box, "map50", None)
+    return None if value is None else round(float(value), 4)
+
+
 def train_student(
     corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
 ) -> Path:
@@ -210,7 +217,7 @@ def train_student(
         )
     started = time.time()
     model = YOLO(student_model_path(student.model, folder / "model"), task="detect")
-    model.train(
+    metrics = model.train(
         data=str(data_dir / "data.yaml"), epochs=student.epochs, imgsz=student.image_size,
         batch=student.batch, device=student.device, workers=student.workers, seed=student.seed,
         deterministic=True, project=str(folder), name="train", exist_ok=True, plots=False,
@@ -232,6 +239,8 @@ def train_student(
             "trained_on_iteration": iteration - 1,
             "data": export["counts"],
             "train_seconds": round(time.time() - started, 1),
+            # Validation on the held-out share of iteration k-1's kept boxes (pseudo-labels).
+            "val_map50_pseudo": validation_map50(metrics),
             "sha256": sha256,
         },
     )
