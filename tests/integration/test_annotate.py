@@ -12,16 +12,16 @@ import signal
 import subprocess
 from pathlib import Path
 
-import imagekit
 import pyarrow.parquet as pq
 import pytest
-from conftest import BIN, DEMO_IMAGES, REPO, run_fld, wait_for
-from corpus_tools import all_rows, kept_regions
 
 from engine.query import connect
 from engine.schemas import ROW_ID, TABLES
 from pipelines.annotate import annotate_corpus
 from pipelines.config import load_config
+from tests.fixtures import imagekit
+from tests.fixtures.common import BIN, DEMO_IMAGES, REPO, run_fld, wait_for
+from tests.fixtures.corpus_tools import all_rows, kept_regions
 
 SHARD_SIZE = 1  # one image per shard: every run below batches each image alone
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 
 import yaml
-from conftest import DEMO_IMAGES, run_fld
-from corpus_tools import table_rows
-from hf_tiny import build_tiny_florence2
+
+from tests.fixtures.common import DEMO_IMAGES, run_fld
+from tests.fixtures.corpus_tools import table_rows
+from tests.fixtures.hf_tiny import build_tiny_florence2
 
 
 def test_fld_run_with_tiny_florence2_on_ray(ray_address, tmp_path):

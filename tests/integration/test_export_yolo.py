@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_fld
-from export_helpers import demo_corpus, write_synthetic_corpus
 from PIL import Image
 
 from engine.query import connect
 from pipelines.exports import export_corpus
+from tests.fixtures.common import run_fld
+from tests.fixtures.export_helpers import demo_corpus, write_synthetic_corpus
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The transformers captioner with tiny random-weight Florence-2 and BLIP models that
-``hf_tiny`` builds offline and saves to a folder: real processors, real ``generate``,
-loaded by ``from_pretrained`` exactly as a hub snapshot is (one test loads one through a
-hub id from a local hub cache)."""
+``tests/fixtures/hf_tiny.py`` builds offline and saves to a folder: real processors, real
+``generate``, loaded by ``from_pretrained`` exactly as a hub snapshot is (one test loads
+one through a hub id from a local hub cache). A missing model folder failing validation
+is checked in ``tests/unit/test_hf_captioner.py``."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
-from conftest import DEMO_IMAGES, REPO  # noqa: E402
-from hf_tiny import build_tiny_blip, build_tiny_florence2  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from annotators.hf_captioner import HFCaptioner  # noqa: E402
 from engine.imaging import decode_image  # noqa: E402
 from engine.records import GRANULARITIES, Sample, content_id  # noqa: E402
+from tests.fixtures.common import DEMO_IMAGES, REPO  # noqa: E402
+from tests.fixtures.hf_tiny import build_tiny_blip, build_tiny_florence2  # noqa: E402
 
 PHOTOS = ("bus.jpg", "zidane.jpg")
 
@@ -175,19 +176,6 @@ def test_score_counts_tokens_up_to_the_end_token(blip_folder):
 # --------------------------------------------------------------------------- config
 
 
-def test_missing_local_folder_fails_validation(tmp_path):
-    with pytest.raises(ValidationError) as error:
-        HFCaptioner(model=str(tmp_path / "no-such-model"))
-    assert error.value.errors()[0]["loc"] == ("model",)
-    assert "model folder not found" in str(error.value)
-    with pytest.raises(ValidationError, match="model folder not found"):
-        HFCaptioner(model="./no-such-model")
-    # a file is not a model folder either
-    (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(ValidationError, match="model folder not found"):
-        HFCaptioner(model=str(tmp_path / "weights.bin"))
-
-
 def test_other_settings_are_validated(florence_folder):
     HFCaptioner(model="florence-community/Florence-2-base")  # a hub id: checked at setup
     with pytest.raises(ValidationError, match="granularities"):
@@ -210,8 +198,7 @@ def test_hub_id_loads_from_the_local_hub_cache(blip_folder, tmp_path):
     (repo / "refs" / "main").write_text(commit)
     script = (
         "import json, sys\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from test_hf_captioner import demo_samples\n"
+        "from tests.integration.test_hf_captioner import demo_samples\n"
         "from annotators.hf_captioner import HFCaptioner\n"
         "c = HFCaptioner(model='fld-tests/tiny-blip', max_new_tokens=4)\n"
         "c.setup()\n"

@@ -1,6 +1,6 @@
 """The transformers zero-shot grounder with tiny random OWLv2 / OWL-ViT detectors built
-here (``tests/tiny_models.py``) and loaded with ``from_pretrained(folder)`` as a hub
-snapshot is: in process on the demo photos, and through ``fld run`` on Ray workers."""
+here (``tests/fixtures/tiny_models.py``) and loaded with ``from_pretrained(folder)`` as a
+hub snapshot is: in process on the demo photos, and through ``fld run`` on Ray workers."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import shutil
 
 import pytest
 import yaml
-from conftest import DEMO_IMAGES, REPO, run_fld
 from pydantic import ValidationError
-from tiny_models import build_tiny_owl
 
 from annotators import annotator_class
 from engine.imaging import decode_image
 from engine.query import connect
 from engine.records import Phrase, Sample, Text
+from tests.fixtures.common import DEMO_IMAGES, REPO, run_fld
+from tests.fixtures.tiny_models import build_tiny_owl
 
 SOURCE = "hf_grounder@1"
 
@@ -170,7 +170,7 @@ def test_fld_run_with_tiny_owlv2_on_ray(ray_address, tiny_owl, tmp_path):
     folder.mkdir()
     for name in ("bus.jpg", "zidane.jpg"):
         shutil.copy(DEMO_IMAGES / name, folder / name)
-    config = yaml.safe_load((REPO / "engine" / "default_config.yaml").read_text())
+    config = yaml.safe_load((REPO / "pipelines" / "default_config.yaml").read_text())
     names = [annotator["name"] for annotator in config["annotators"]]
     config["annotators"][names.index("embedding_grounder")] = {
         "name": "hf_grounder",

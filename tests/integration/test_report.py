@@ -9,8 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_fld
-from export_helpers import demo_corpus
+
+from tests.fixtures.common import run_fld
+from tests.fixtures.export_helpers import demo_corpus
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = (

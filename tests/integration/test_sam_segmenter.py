@@ -1,6 +1,7 @@
-"""The segment-anything segmenter with a tiny random SAM built here (``tests/tiny_models.py``),
-loaded through the same ``_build_sam`` + checkpoint code as an official checkpoint: in
-process on the demo photos, and through ``fld run`` on the session's Ray cluster."""
+"""The segment-anything segmenter with a tiny random SAM built here
+(``tests/fixtures/tiny_models.py``), loaded through the same ``_build_sam`` + checkpoint
+code as an official checkpoint: in process on the demo photos, and through ``fld run`` on
+the session's Ray cluster. Its model types are checked in ``tests/unit``."""
 
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ import shutil
 
 import pytest
 import yaml
-from conftest import DEMO_IMAGES, REPO, run_fld
 from pydantic import ValidationError
-from tiny_models import TINY_SAM_ENCODER, build_tiny_sam
 
 from annotators import annotator_class
-from annotators.sam_segmenter import SAM_MODEL_TYPES
 from engine.imaging import decode_image
 from engine.masks import polygon_area
 from engine.query import connect
 from engine.records import Phrase, Region, Sample, Text
+from tests.fixtures.common import DEMO_IMAGES, REPO, run_fld
+from tests.fixtures.tiny_models import TINY_SAM_ENCODER, build_tiny_sam
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +90,6 @@ def inside(polygon: list[float], box: tuple, slack: float = 1.0) -> bool:
     )  # fmt: skip
 
 
-def test_model_types_are_segment_anythings_registry():
-    from segment_anything.build_sam import sam_model_registry
-
-    assert set(SAM_MODEL_TYPES) == set(sam_model_registry)
-
-
 def test_config_is_validated_before_any_model_loads(tmp_path, tiny_sam):
     cls = annotator_class("sam_segmenter")
     with pytest.raises(ValidationError, match="checkpoint file not found"):
@@ -162,7 +156,7 @@ def test_fld_run_with_tiny_sam_on_ray(ray_address, tiny_sam, tmp_path):
     folder.mkdir()
     for name in ("bus.jpg", "zidane.jpg"):
         shutil.copy(DEMO_IMAGES / name, folder / name)
-    config = yaml.safe_load((REPO / "engine" / "default_config.yaml").read_text())
+    config = yaml.safe_load((REPO / "pipelines" / "default_config.yaml").read_text())
     names = [annotator["name"] for annotator in config["annotators"]]
     config["annotators"][names.index("grabcut_segmenter")] = {
         "name": "sam_segmenter",

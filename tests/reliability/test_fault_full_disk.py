@@ -24,7 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from battery import (
+
+from engine.query import connect
+from pipelines.annotate import annotate_corpus
+from pipelines.config import load_config
+from tests.fixtures.battery import (
     REPO,
     check_corpus_integrity,
     count_rows,
@@ -34,11 +38,7 @@ from battery import (
     shared_photo_set,
     wait_for,
 )
-from corpus_tools import all_rows
-
-from engine.query import connect
-from pipelines.annotate import annotate_corpus
-from pipelines.config import load_config
+from tests.fixtures.corpus_tools import all_rows
 
 
 @contextmanager

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from battery import REPO, check_corpus_integrity, report
 
 from engine.corpus import Corpus, IterationWriter
 from engine.schemas import TABLES
+from tests.fixtures.battery import REPO, check_corpus_integrity, report
 
 PLAN = {"fingerprint": "battery", "config_hash": "battery", "n_shards": 2, "n_inputs": 2}
 

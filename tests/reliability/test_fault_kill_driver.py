@@ -33,7 +33,11 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from battery import (
+
+from engine.query import connect
+from pipelines.annotate import annotate_corpus
+from pipelines.config import load_config
+from tests.fixtures.battery import (
     REPO,
     check_corpus_integrity,
     count_rows,
@@ -44,11 +48,7 @@ from battery import (
     shared_photo_set,
     wait_for,
 )
-from corpus_tools import all_rows
-
-from engine.query import connect
-from pipelines.annotate import annotate_corpus
-from pipelines.config import load_config
+from tests.fixtures.corpus_tools import all_rows
 
 SEED = int(os.environ.get("FLD_BATTERY_SEED", "20240607"))
 

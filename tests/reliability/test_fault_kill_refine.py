@@ -21,7 +21,10 @@ import subprocess
 import time
 
 import pytest
-from battery import (
+
+from pipelines.annotate import annotate_corpus
+from pipelines.config import load_config
+from tests.fixtures.battery import (
     BIN,
     REPO,
     check_corpus_integrity,
@@ -32,10 +35,7 @@ from battery import (
     wait_for,
     write_light_config,
 )
-from corpus_tools import all_rows
-
-from pipelines.annotate import annotate_corpus
-from pipelines.config import load_config
+from tests.fixtures.corpus_tools import all_rows
 
 SEED = int(os.environ.get("FLD_BATTERY_SEED", "20240607"))
 STUDENT = ["--epochs", "1", "--set", "refine.student.image_size=128",

@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from battery import (
+from tests.fixtures.battery import (
     REPO,
     check_corpus_integrity,
     count_rows,
@@ -28,7 +28,7 @@ from battery import (
     shared_photo_set,
     wait_for,
 )
-from corpus_tools import all_rows
+from tests.fixtures.corpus_tools import all_rows
 
 
 def shard_workers() -> list[dict]:

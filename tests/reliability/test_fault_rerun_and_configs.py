@@ -4,9 +4,9 @@
    "nothing to do", imports neither Ray nor any model library, starts no process, and
    leaves every file byte-identical with the same mtime (and no file added or removed).
 6. Bad configs (unknown key, bad threshold, missing weights, unwritable output, unknown
-   annotator) fail before Ray starts: ``tests/test_config.py`` checks the exit status, the
-   message naming the key, the time and that nothing is written, one process per case; this
-   adds, for all five cases in one process, that no heavy library was imported and that no
+   annotator) fail before Ray starts: ``tests/integration/test_config.py`` checks the exit
+   status, the message naming the key, the time and that nothing is written, one process
+   per case; this adds, for all five cases in one process, that no heavy library was imported and that no
    child process (a Ray head, raylet or worker) was ever started.
 """
 
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from battery import REPO, report, shared_photo_set
+from tests.fixtures.battery import REPO, report, shared_photo_set
 
 # Runs ``pipelines.cli.main`` (what ``fld`` runs) for each argument list given as JSON, then
 # reports per case: exit status, seconds, the heavy modules imported so far, and every

@@ -14,7 +14,7 @@ from engine.corpus import Corpus
 from engine.query import connect, stats_report
 from engine.schemas import TABLES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import synthetic_corpus  # noqa: E402
 
 N_REGIONS = 20_000

@@ -39,7 +39,9 @@ def test_two_sources_agreeing_fuse_into_one_box_with_both_sources():
     assert fusion.counts == {"fused": 1, "fused_into": 2}
 
 
-def test_a_box_only_one_source_saw_loses_score_in_proportion():
+def test_a_box_only_one_source_saw_keeps_its_score_under_the_mean_rule():
+    """The default rule scores a cluster by its own sources: the cup only SSD saw keeps
+    SSD's score, whether or not the student kept a box elsewhere on the image."""
     sample = sample_with(
         region((10, 10, 50, 50), score=0.9),
         region((60, 60, 90, 90), label="cup", score=0.8),
@@ -47,9 +49,22 @@ def test_a_box_only_one_source_saw_loses_score_in_proportion():
     )
     FusionFilter(min_score=0.3).apply(sample)
     cup = next(r for r in sample.regions if r.source == "fused" and r.label == "cup")
+    assert cup.score == pytest.approx(0.8) and cup.sources == ["ssd@1"]
+    assert cup.kept
+
+
+def test_a_box_only_one_source_saw_loses_score_in_proportion_under_wbf():
+    expected = ["ssd@1", "student_i1@1"]
+    sample = sample_with(
+        region((10, 10, 50, 50), score=0.9),
+        region((60, 60, 90, 90), label="cup", score=0.8),
+        region((12, 10, 50, 52), score=0.7, source="student_i1@1"),
+    )
+    FusionFilter(min_score=0.3, score_rule="wbf", expected_sources=expected).apply(sample)
+    cup = next(r for r in sample.regions if r.source == "fused" and r.label == "cup")
     assert cup.score == pytest.approx(0.4) and cup.sources == ["ssd@1"]
     assert cup.kept
-    FusionFilter(min_score=0.5).apply(sample2 := sample_with(
+    FusionFilter(min_score=0.5, score_rule="wbf", expected_sources=expected).apply(sample2 := sample_with(
         region((60, 60, 90, 90), label="cup", score=0.8), region((10, 10, 50, 50), source="student_i1@1")))  # fmt: skip
     dropped = next(r for r in sample2.regions if r.source == "fused" and r.label == "cup")
     assert (dropped.kept, dropped.drop_reason) == (False, "low_score")

@@ -1,16 +1,17 @@
-"""engine.imaging.decode_image on real, odd and broken images (made by tests/imagekit.py)."""
+"""engine.imaging.decode_image on real, odd and broken images (made by
+tests/fixtures/imagekit.py)."""
 
 from __future__ import annotations
 
 import io
 import struct
 
-import imagekit as kit
 import numpy as np
 import pytest
 from PIL import Image
 
 from engine.imaging import DecodedImage, DecodeLimits, ImageError, decode_image
+from tests.fixtures import imagekit as kit
 
 W = 320  # the photo downscaled to this width: 320 x 427
 H = 427

@@ -8,7 +8,6 @@ import random
 import tarfile
 from pathlib import Path
 
-import imagekit as kit
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,6 +20,7 @@ from engine.sources import (
     list_inputs,
     make_shards,
 )
+from tests.fixtures import imagekit as kit
 
 
 def write(path: Path, data: bytes) -> Path:
