@@ -198,12 +198,18 @@ def test_fld_run_with_tiny_owlv2_on_ray(ray_address, tiny_owl, tmp_path):
     for _, box, score, width, height in boxes:
         assert 0 <= box["x0"] < box["x1"] <= width and 0 <= box["y0"] < box["y1"] <= height
         assert 0.0 <= score <= 1.0
+    # Each grounded phrase: its boxes (1 to max_boxes, 10 by default), or one row without a
+    # box (no_match), never both.
     per_phrase = connection.execute(
-        "SELECT phrase_id, count(*) FROM phrases WHERE source = ? AND box IS NOT NULL "
-        "GROUP BY phrase_id",
+        "SELECT phrase_id, count(*) FILTER (box IS NOT NULL), count(*) FILTER (box IS NULL) "
+        "FROM phrases WHERE source = ? GROUP BY phrase_id",
         [SOURCE],
     ).fetchall()
-    assert per_phrase and all(n >= 1 for _, n in per_phrase)
+    assert any(boxed for _, boxed, _ in per_phrase)
+    assert all(
+        (1 <= boxed <= 10 and unboxed == 0) or (boxed, unboxed) == (0, 1)
+        for _, boxed, unboxed in per_phrase
+    ), per_phrase
     run_info = json.loads(next(out.glob("iteration=*/run.json")).read_text())
     assert "hf_grounder@1" in run_info["annotators"]
     assert "embedding_grounder@1" not in run_info["annotators"]

@@ -93,6 +93,14 @@ def test_two_iterations_are_committed_with_their_students(refined):
 def test_specialist_rows_are_replayed_not_rerun(refined):
     base = specialist_rows(refined, 0)
     assert base and specialist_rows(refined, 1) == base and specialist_rows(refined, 2) == base
+    # Equal rows alone would not tell: the specialists are deterministic, so running them
+    # again gives the same rows. What ran is in run.json: the replay, not the specialists.
+    for iteration in (1, 2):
+        annotators = json.loads((refined / f"iteration={iteration}" / "run.json").read_text())[
+            "annotators"
+        ]
+        assert "replay@1" in annotators, annotators
+        assert not {"ssd_coco@1", "rapidocr@1"} & set(annotators), annotators
 
 
 def test_student_rows_join_the_corpus(refined):

@@ -130,6 +130,8 @@ def test_full_disk_gives_one_clear_line_and_resumes(tmp_path, tmp_path_factory, 
         line = one_clear_line(result.stderr, "No space left on device")
         assert str(out) in line
         markers = marker_count(out)
+        # where the fault is meant to land: after some shards were written, before the last
+        assert 0 < markers < 8, f"the disk filled after {markers} of 8 shards"
         figures = nothing_visible(out)
         filler.unlink()
         resumed = resume_in_process(photos, out)
@@ -181,6 +183,7 @@ def test_disk_turning_read_only_mid_run(tmp_path, tmp_path_factory, capsys):
                 driver.wait()
         markers = marker_count(out)
         assert driver.returncode == 1, (markers, stdout, stderr[-3000:])
+        assert markers < 8, "the disk turned read-only after the last shard"
         line = one_clear_line(stderr, "Read-only file system")
         figures = nothing_visible(out)
         assert remount(disk, "rw")

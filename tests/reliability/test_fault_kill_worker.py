@@ -58,25 +58,43 @@ def test_kill_worker_actor_mid_shard(ray_session, tmp_path, tmp_path_factory, ca
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     victim: dict = {}
+    original_pids: set[int] = set()
     try:
         assert wait_for(lambda: marker_count(out) >= 1 or driver.poll() is not None, 300)
         assert driver.poll() is None, "the run ended before a worker could be killed"
 
-        def busy_worker() -> bool:
-            for actor in shard_workers():
-                if actor["ActorID"] in before or actor["State"] != "ALIVE" or not actor["Pid"]:
+        # This run's two actors, asked of the cluster until both are up, then no more: a
+        # cluster that has run many tests answers slowly, and a query per poll of the
+        # titles could let the whole run finish unseen.
+        actors: list[dict] = []
+
+        def both_workers_alive() -> bool:
+            actors[:] = [
+                actor
+                for actor in shard_workers()
+                if actor["ActorID"] not in before and actor["State"] == "ALIVE" and actor["Pid"]
+            ]
+            return len(actors) == 2
+
+        assert wait_for(both_workers_alive, timeout=60, interval=0.05), actors
+
+        def kill_busy_worker() -> bool:
+            """SIGKILL a worker whose title says it is inside ``ShardWorker.process``, right
+            after reading the title: nothing (no call to the cluster) between the two, so
+            the task cannot end between what was seen and the kill."""
+            for actor in actors:
+                if actor["State"] != "ALIVE" or not actor["Pid"]:
                     continue
                 if "ShardWorker.process" in title(actor["Pid"]):
+                    os.kill(actor["Pid"], signal.SIGKILL)
                     victim.update(actor)
+                    original_pids.update(a["Pid"] for a in actors if a["Pid"])
                     return True
             return False
 
-        assert wait_for(busy_worker, timeout=60, interval=0.002), "no worker seen mid-shard"
-        original_pids = {
-            a["Pid"] for a in shard_workers() if a["ActorID"] not in before and a["Pid"]
-        }
-        os.kill(victim["Pid"], signal.SIGKILL)
+        assert wait_for(kill_busy_worker, timeout=60, interval=0.002), "no worker seen mid-shard"
         markers_at_kill = marker_count(out)
+        assert markers_at_kill < 8, "every shard was written before the kill"
         stdout, stderr = driver.communicate(timeout=600)
     finally:
         if driver.poll() is None:

@@ -24,9 +24,9 @@ from tests.fixtures.battery import REPO, report, shared_photo_set
 # Runs ``pipelines.cli.main`` (what ``fld`` runs) for each argument list given as JSON, then
 # reports per case: exit status, seconds, the heavy modules imported so far, and every
 # process that this process ever had as a child (ps --ppid, polled by a thread while main
-# runs, so that even a short-lived child would be seen).
+# runs, so that even a short-lived child would be seen; first shown to see one it starts).
 PROBE = r"""
-import contextlib, io, json, os, sys, threading, time
+import contextlib, io, json, os, subprocess, sys, threading, time
 from pipelines.cli import main
 
 HEAVY = ("ray", "torch", "torchvision", "cv2", "rapidocr", "ultralytics", "spacy", "transformers")
@@ -49,6 +49,12 @@ def watch():
 
 watcher = threading.Thread(target=watch, daemon=True)
 watcher.start()
+# Calibration: a child the watcher must see (else "no child" below would prove nothing).
+calibration = subprocess.Popen(["sleep", "0.2"])
+calibration.wait()
+time.sleep(0.05)
+seen = str(calibration.pid) in children
+children.discard(str(calibration.pid))
 results = []
 for argv in json.loads(sys.argv[1]):
     err, out = io.StringIO(), io.StringIO()
@@ -61,7 +67,7 @@ for argv in json.loads(sys.argv[1]):
 time.sleep(0.05)
 stop.set()
 watcher.join()
-print(json.dumps({"results": results, "children": sorted(children)}))
+print(json.dumps({"results": results, "children": sorted(children), "watcher_saw_a_child": seen}))
 """
 
 
@@ -71,7 +77,9 @@ def probe(cases: list[list[str]]) -> dict:
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    probed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probed["watcher_saw_a_child"], "the child-process watcher missed a known child"
+    return probed
 
 
 def snapshot(root: Path) -> dict[str, tuple]:

@@ -61,13 +61,19 @@ def test_layout_after_compaction(base):
     ]
     counts = Corpus(root).run_info(0)["counts"]["rows"]
     assert manifest["rows"] == counts
+    # The uncompacted copy's shard files: each part's per-shard row counts (what readers
+    # slice a part by) must be those files' own counts, not only add up to the part's.
+    original = base["root"] / "iteration=0"
     for table, schema in TABLES.items():
         files = Corpus(root).table_files(table)
         assert [p.name for p in files] == [f"part={i:05d}.parquet" for i in range(4)]
         for part, path in zip(manifest["parts"], files, strict=True):
             assert pq.read_schema(path).remove_metadata().equals(schema), path
             assert pq.read_metadata(path).num_rows == part["rows"][table]
-            assert sum(part["shard_rows"][table]) == part["rows"][table]
+            assert part["shard_rows"][table] == [
+                pq.read_metadata(original / table / f"shard={name}.parquet").num_rows
+                for name in part["shards"]
+            ], (table, part["name"])
         assert sum(p["rows"][table] for p in manifest["parts"]) == counts[table]
 
 

@@ -38,21 +38,30 @@ def corpus(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------- fld sql
 
 
+# The sandbox's own refusals (its file system guard; its lock on the configuration). Any
+# ``duckdb.Error`` would not do: with no sandbox at all, ``INSTALL httpfs`` fails as well
+# (offline: the download fails), so does ``SET enable_external_access = true`` (DuckDB
+# never turns it back on in a running database), and ``read_text`` of a binary file (not
+# UTF-8): ``read_blob`` reads any file.
+SANDBOX_REFUSAL = "file system operations are disabled by configuration"
+CONFIGURATION_LOCKED = "the configuration has been locked"
+
+
 @pytest.mark.parametrize(
-    "statement",
+    ("statement", "refusal"),
     [
-        "COPY (SELECT 1) TO '{outside}/copied.csv'",
-        "SELECT * FROM read_csv('/etc/passwd')",
-        "SELECT * FROM read_text('{root}/../inputs/photos.parquet')",
-        "ATTACH '{outside}/other.duckdb'",
-        "SET enable_external_access = true",
-        "INSTALL httpfs",
+        ("COPY (SELECT 1) TO '{outside}/copied.csv'", SANDBOX_REFUSAL),
+        ("SELECT * FROM read_csv('/etc/passwd')", SANDBOX_REFUSAL),
+        ("SELECT * FROM read_blob('{root}/../inputs/photos.parquet')", SANDBOX_REFUSAL),
+        ("ATTACH '{outside}/other.duckdb'", SANDBOX_REFUSAL),
+        ("SET enable_external_access = true", CONFIGURATION_LOCKED),
+        ("INSTALL httpfs", SANDBOX_REFUSAL),
     ],
 )
-def test_sql_cannot_read_or_write_outside_the_corpus(corpus, tmp_path, statement):
+def test_sql_cannot_read_or_write_outside_the_corpus(corpus, tmp_path, statement, refusal):
     connection = connect(corpus, sandbox=True)
     assert connection.execute("SELECT count(*) FROM images").fetchone()[0] == 3
-    with pytest.raises(duckdb.Error):
+    with pytest.raises(duckdb.Error, match=refusal):
         connection.execute(statement.format(outside=tmp_path, root=corpus.resolve()))
     assert not list(tmp_path.iterdir())  # nothing was written
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,8 @@ def test_synthetic_corpus_every_task(synthetic, processor, tmp_path):
     assert summary["counts"]["images"] == 3
     # shard order, then image_id: the tar's "aaa..." image comes before "bbb..." in shard 0
     assert [line["image_id"][0] for line in lines if line["task"] == "<OD>"] == ["a", "b", "c"]
-    per_image = {task: count // 3 for task, count in summary["counts"]["tasks"].items()}
-    assert per_image == {
+    # One line per task and image, exactly: the three images carry the same annotations.
+    per_image = {
         "<CAPTION>": 1,  # the dropped brief caption is not exported
         "<DETAILED_CAPTION>": 1,
         "<MORE_DETAILED_CAPTION>": 1,
@@ -68,6 +69,9 @@ def test_synthetic_corpus_every_task(synthetic, processor, tmp_path):
         "<REFERRING_EXPRESSION_SEGMENTATION>": 1,  # "A dog" has a polygon
         "<REGION_TO_SEGMENTATION>": 1,  # the dog region has a polygon
     }
+    expected_tasks = {task: 3 * n for task, n in per_image.items()}
+    assert summary["counts"]["tasks"] == expected_tasks
+    assert dict(Counter(line["task"] for line in lines)) == expected_tasks
     line = {x["task"]: x for x in lines if x["image_id"][0] == "b"}
     width, height = line["<OD>"]["width"], line["<OD>"]["height"]
     size = (width, height)

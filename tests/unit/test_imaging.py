@@ -257,10 +257,13 @@ def test_other_modes_become_rgb8(mode):
     buffer = io.BytesIO()
     image.save(buffer, fmt)
     pixels = assert_rgb8(decode_image(buffer.getvalue()), (image.height, image.width))
+    assert np.array_equal(pixels[..., 0], pixels[..., 1])
     assert np.array_equal(pixels[..., 0], pixels[..., 2])
     if mode == "F":  # 0..1 floats scaled to 0..255, not all black
         luminance = np.asarray(kit.photo_image(64).convert("L"))
         assert np.abs(pixels[..., 0].astype(int) - luminance.astype(int)).max() <= 1
+    else:  # "1": its black and white dots; "LA": opaque, so its gray values exactly
+        assert np.array_equal(pixels[..., 0], np.asarray(image.convert("L")))
 
 
 def test_animated_gif_gives_first_frame(upright):

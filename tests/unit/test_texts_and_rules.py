@@ -34,6 +34,7 @@ def test_people_get_no_colour_word():
     assert region_colour(pixels, (20, 20, 100, 180), "person") is None
     assert region_colour(pixels, (20, 20, 100, 180), "bus") == "green"
     texts = RegionCaptioner().describe(sample_with([box("person", 20, "ssd_coco@1")]))
+    assert [t.granularity for t in texts] == ["brief", "detailed", "more_detailed"]
     for text in texts:
         assert "green person" not in text.text
         assert "person" in text.text
