@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "replay": "annotators.replay:CorpusReplay",
     "sam_segmenter": "annotators.sam_segmenter:SamSegmenter",
     "hf_grounder": "annotators.hf_grounder:HFGrounder",
+    "hold": "annotators.hold:HoldAnnotator",
 }
 
 

@@ -36,7 +36,7 @@ from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, SampleAnnotator, hub_id_or_folder
 from engine.records import GRANULARITIES, Sample, Text
-from engine.steps import WorkerContext
+from engine.steps import WorkerContext, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class HFCaptioner(SampleAnnotator):
         num_beams: 1 for greedy decoding, more for beam search.
         generate_kwargs: any further ``generate`` arguments (``repetition_penalty``,
             ``no_repeat_ngram_size``, ``length_penalty``...). Sampling is not allowed.
-        device: ``cpu``, ``cuda``, ``cuda:0``...
+        device: ``auto`` (default: the GPU Ray assigned this worker, else CPU; in-process,
+            CUDA if torch sees it), or ``cpu``, ``cuda:0``...
         dtype: weights and activations dtype (``float16``/``bfloat16`` for GPUs).
         source_name: overrides ``name`` in ``source``.
     """
@@ -84,7 +85,7 @@ class HFCaptioner(SampleAnnotator):
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 64
     num_beams: Annotated[int, Field(ge=1, le=64)] = 1
     generate_kwargs: dict[str, Any] = Field(default_factory=dict)
-    device: str = "cpu"
+    device: str = "auto"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     source_name: str | None = None
 
@@ -126,6 +127,7 @@ class HFCaptioner(SampleAnnotator):
     # ------------------------------------------------------------------ model
 
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
+        self._device = resolve_device(self.device, worker)
         from engine.offline import apply_offline_env
 
         apply_offline_env()
@@ -139,7 +141,7 @@ class HFCaptioner(SampleAnnotator):
         self._model = AutoModelForImageTextToText.from_pretrained(
             self.model, dtype=self._torch_dtype, **options
         )
-        self._model.to(self.device).eval()
+        self._model.to(self._device).eval()
         self._is_florence2 = config.model_type == "florence2"
         self._tasks = self.tasks()
 
@@ -184,7 +186,7 @@ class HFCaptioner(SampleAnnotator):
             batch = self._processor(
                 images=images, text=[prompt] * len(images), padding=True, return_tensors="pt"
             )
-        batch = batch.to(self.device)
+        batch = batch.to(self._device)
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self._torch_dtype)
         return batch

@@ -38,7 +38,7 @@ from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, SampleAnnotator, hub_id_or_folder
 from engine.records import Phrase, Sample
-from engine.steps import WorkerContext
+from engine.steps import WorkerContext, resolve_device
 
 SUPPORTED = ("owlv2", "owlvit")
 
@@ -57,7 +57,8 @@ class HFGrounder(SampleAnnotator):
     max_boxes: most boxes a plural phrase may take.
     min_box_side: boxes (clipped to the image) with a side under this many pixels are
         ignored.
-    device: ``cpu``, ``cuda``, ``cuda:0``...
+    device: ``auto`` (default: the GPU Ray assigned this worker, else CPU; in-process,
+            CUDA if torch sees it), or ``cpu``, ``cuda:0``...
     source_name: overrides ``name`` in ``source``.
     """
 
@@ -71,7 +72,7 @@ class HFGrounder(SampleAnnotator):
     nms_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     max_boxes: Annotated[int, Field(ge=1, le=100)] = 10
     min_box_side: Annotated[float, Field(ge=0.0)] = 1.0
-    device: str = "cpu"
+    device: str = "auto"
     source_name: str | None = None
 
     @field_validator("model")
@@ -82,6 +83,7 @@ class HFGrounder(SampleAnnotator):
     # ------------------------------------------------------------------ model
 
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
+        self._device = resolve_device(self.device, worker)
         from engine.offline import apply_offline_env
 
         apply_offline_env()
@@ -98,7 +100,7 @@ class HFGrounder(SampleAnnotator):
         self._max_tokens = int(config.text_config.max_position_embeddings)
         self._processor = AutoProcessor.from_pretrained(self.model, **options)
         self._model = AutoModelForZeroShotObjectDetection.from_pretrained(self.model, **options)
-        self._model.to(self.device).eval()
+        self._model.to(self._device).eval()
 
     # ------------------------------------------------------------------ annotate
 
@@ -144,7 +146,7 @@ class HFGrounder(SampleAnnotator):
             return_tensors="pt",
             truncation=True,
             max_length=self._max_tokens,
-        ).to(self.device)
+        ).to(self._device)
         with torch.inference_mode():
             outputs = self._model(**inputs)
         logits = outputs.logits[0, :, : len(queries)].float()  # (boxes, queries)

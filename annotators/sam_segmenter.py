@@ -42,7 +42,7 @@ from pydantic.dataclasses import dataclass
 from annotators.base import STRICT, SampleAnnotator
 from engine.masks import mask_to_polygon
 from engine.records import Sample
-from engine.steps import WorkerContext
+from engine.steps import WorkerContext, resolve_device
 
 # The keys of segment_anything.build_sam.sam_model_registry (kept here so that reading a
 # config does not import torch; a test checks they agree).
@@ -81,7 +81,8 @@ class SamSegmenter(SampleAnnotator):
     encoder: ``{embed_dim, depth, num_heads, global_attn_indexes}``, for ``custom`` only.
     tolerance: polygon simplification, in pixels of the image.
     segment_regions: also fill ``regions.polygon`` of kept object regions.
-    device: ``cpu``, ``cuda``, ``cuda:0``...
+    device: ``auto`` (default: the GPU Ray assigned this worker, else CPU; in-process,
+            CUDA if torch sees it), or ``cpu``, ``cuda:0``...
     multimask: ask SAM for three masks per box and keep the best by predicted IoU.
     max_boxes_per_call: split an image's boxes into calls of at most this many (memory:
         each box costs a copy of the 256x64x64 image embedding and a full-size mask);
@@ -97,7 +98,7 @@ class SamSegmenter(SampleAnnotator):
     encoder: SamEncoder | None = None
     tolerance: Annotated[float, Field(gt=0.0)] = 2.0
     segment_regions: bool = True
-    device: str = "cpu"
+    device: str = "auto"
     multimask: bool = False
     max_boxes_per_call: Annotated[int, Field(ge=1)] | None = None
 
@@ -128,7 +129,7 @@ class SamSegmenter(SampleAnnotator):
 
     # ------------------------------------------------------------------ model
 
-    def build(self):
+    def build(self, device: str = "cpu"):
         """The ``Sam`` module with the checkpoint's weights, on ``device``, in eval mode."""
         import torch
         from segment_anything.build_sam import _build_sam, sam_model_registry
@@ -150,12 +151,13 @@ class SamSegmenter(SampleAnnotator):
                 f"{self.checkpoint} does not fit a SAM of model_type {self.model_type!r}"
                 f"{' with encoder ' + str(self.encoder) if self.encoder else ''}: {exc}"
             ) from exc
-        return sam.to(self.device).eval()
+        return sam.to(device).eval()
 
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
+        self._device = resolve_device(self.device, worker)
         from segment_anything import SamPredictor
 
-        self._predictor = SamPredictor(self.build())
+        self._predictor = SamPredictor(self.build(self._device))
 
     # ------------------------------------------------------------------ annotate
 

@@ -18,7 +18,7 @@ from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, Annotator
 from engine.records import Region
-from engine.steps import WorkerContext
+from engine.steps import WorkerContext, resolve_device
 
 
 def ultralytics_model_yaml(name: str) -> Path | None:
@@ -45,7 +45,8 @@ class YoloDetector(Annotator):
             ships such as ``yolov8n.yaml``). Must exist when the config is read.
         min_score: detections under this score are not emitted.
         image_size: inference size (pixels, multiple of 32).
-        device: ``cpu``, ``0``, ``cuda:0``...
+        device: ``auto`` (default: the GPU Ray assigned this worker, else CPU; in-process,
+            CUDA if torch sees it), or ``cpu``, ``0``, ``cuda:0``...
         source_name: overrides ``name`` in ``source`` (the refinement loop names its
             students ``student_i<k>``).
     """
@@ -56,7 +57,7 @@ class YoloDetector(Annotator):
     weights: str
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     image_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
-    device: str = "cpu"
+    device: str = "auto"
     source_name: str | None = None
 
     @field_validator("weights")
@@ -69,6 +70,7 @@ class YoloDetector(Annotator):
         raise ValueError(f"weights file not found: {weights}")
 
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
+        self._device = resolve_device(self.device, worker)
         from engine.offline import prepare_ultralytics
 
         prepare_ultralytics()
@@ -80,7 +82,7 @@ class YoloDetector(Annotator):
         # ultralytics treats numpy arrays as BGR (OpenCV's order).
         bgr = [np.ascontiguousarray(image[:, :, ::-1]) for image in images]
         predictions = self._model.predict(
-            bgr, conf=self.min_score, imgsz=self.image_size, device=self.device, verbose=False
+            bgr, conf=self.min_score, imgsz=self.image_size, device=self._device, verbose=False
         )
         results = []
         for prediction in predictions:

@@ -7,22 +7,91 @@
   restarted and their task retried if a worker process dies mid-shard.
 - ``LocalExecutor``: the same processor in this process, one shard after the other, for
   debugging and unit tests.
+
+Stages that scale separately: a model step with resources of its own (a GPU: see
+``pipelines.config.AnnotatorSpec``) runs in a pool of ``ModelWorker`` actors, its
+``replicas``, each holding the step's resources; the CPU workers (``ShardWorker``, one
+per ``run.workers``) read, decode, run the CPU steps and filters, build the tables, and
+send the model step's batches to a replica (``engine.steps.RemoteStep``). So while one
+CPU worker decodes its next shard, another's batch is on the GPU, and several shards
+keep one replica busy. The shard stays the unit of work and of commit. Actors that die
+are restarted for the whole run (``max_restarts=-1``) and their call retried.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 from engine.offline import apply_offline_env
 from engine.sources import Shard
+from engine.steps import Resources, Step, worker_context
 
 
 class Processor(Protocol):
     def setup(self) -> None: ...
     def process(self, shard: Shard): ...
+    def model_pools(self) -> list[ModelPool]: ...
+    def attach_pools(self, replicas: dict[int, list]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelPool:
+    """A model step that runs in ``replicas`` actors of its own, each holding
+    ``resources``; ``build`` makes the step (picklable; the model loads in the actor)."""
+
+    key: int
+    build: Callable[[], Step]
+    resources: Resources
+    replicas: int = 1
+    threads: int = 1
+
+
+class PlacementError(Exception):
+    """A model pool asks for resources that no node of the cluster has."""
+
+
+def check_placeable(pool: ModelPool, available: dict) -> None:
+    """Fail before any work starts if one replica's resources exceed the cluster's (Ray
+    would otherwise wait for them forever)."""
+    wanted = {"CPU": pool.resources.num_cpus, "GPU": pool.resources.num_gpus}
+    wanted.update(pool.resources.custom)
+    for name, amount in wanted.items():
+        if amount > available.get(name, 0):
+            raise PlacementError(
+                f"annotators.{pool.key}.resources asks {amount} {name} per replica; the Ray "
+                f"cluster has {available.get(name, 0)} (start it with the resource, e.g. "
+                "`ray start --num-gpus N`, and pass --address)"
+            )
+
+
+class ModelWorker:
+    """The Ray actor of a model pool: one step, set up once with the device Ray assigned
+    this actor (``engine.steps.worker_context``), running the batches CPU workers send."""
+
+    def __init__(self, pool: ModelPool):
+        apply_offline_env()
+        self.step = pool.build()
+        self.context = worker_context(pool.threads)
+        self.step.setup(self.context)
+
+    def run(self, batch: list) -> tuple[list, list]:
+        """Run the step on a batch (with its per-image failure isolation); return each
+        sample's rows (``Sample.snapshot``) and the errors."""
+        errors: list = []
+        self.step.run_isolated(batch, errors)
+        return [sample.snapshot() for sample in batch], errors
+
+    def placement(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "device": self.context.device,
+            "gpu_ids": list(self.context.accelerator_ids),
+        }
 
 
 @contextmanager
@@ -44,7 +113,7 @@ class LocalExecutor:
     name = "local"
 
     def map(self, processor: Processor, shards: Iterable[Shard]) -> Iterator:
-        processor.setup()
+        processor.setup()  # every step in this process, model pools included
         for shard in shards:
             yield processor.process(shard)
 
@@ -78,9 +147,11 @@ class RayExecutor:
         self.threads_per_worker = threads_per_worker
         self.address = address
         self.actors: list = []
+        self.pool_actors: list = []
 
-    def start_ray(self) -> bool:
-        """Initialise Ray unless this process already has; True if we started it."""
+    def start_ray(self, pool_cpus: float = 0) -> bool:
+        """Initialise Ray unless this process already has; True if we started it. A local
+        Ray gets CPUs for the workers and the model pools' replicas (``pool_cpus``)."""
         import ray
 
         if ray.is_initialized():
@@ -95,10 +166,28 @@ class RayExecutor:
             # are set here while it starts rather than in a runtime_env: an actor with a
             # runtime_env cannot use the worker processes Ray starts with the node, and
             # waits for a new one (about 1.5 s).
-            needed = self.workers * self.threads_per_worker
+            needed = math.ceil(self.workers * self.threads_per_worker + pool_cpus)
             with environment(env):
                 ray.init(num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False, **options)  # fmt: skip
         return True
+
+    def start_pools(self, processor: Processor, pools: list[ModelPool]) -> list:
+        """One actor per replica of every model pool, with the pool's resources as Ray
+        options (Ray gives each its GPU, or its share of one); the processor gets the
+        handles before it is sent to the CPU workers."""
+        import ray
+
+        handles: dict[int, list] = {}
+        available = ray.cluster_resources()
+        for pool in pools:
+            check_placeable(pool, available)
+            actor_class = ray.remote(max_restarts=-1, max_task_retries=3)(ModelWorker)
+            options = pool.resources.ray_options()
+            handles[pool.key] = [
+                actor_class.options(**options).remote(pool) for _ in range(pool.replicas)
+            ]
+        processor.attach_pools(handles)
+        return [actor for replicas in handles.values() for actor in replicas]
 
     def map(self, processor: Processor, shards: Iterable[Shard]) -> Iterator:
         import ray
@@ -106,10 +195,12 @@ class RayExecutor:
         pending_shards = list(shards)
         if not pending_shards:
             return
-        started = self.start_ray()
+        pools = processor.model_pools()
+        started = self.start_ray(sum(pool.resources.num_cpus * pool.replicas for pool in pools))
         try:
+            self.pool_actors = self.start_pools(processor, pools)
             actor_class = ray.remote(
-                num_cpus=self.threads_per_worker, max_restarts=3, max_task_retries=3
+                num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=3
             )(ShardWorker)
             count = min(self.workers, len(pending_shards))
             self.actors = [actor_class.remote(processor) for _ in range(count)]
@@ -128,9 +219,9 @@ class RayExecutor:
                     running[actor.process.remote(shard)] = actor
                 yield result
         finally:
-            for actor in self.actors:
+            for actor in [*self.actors, *self.pool_actors]:
                 ray.kill(actor)
-            self.actors = []
+            self.actors, self.pool_actors = [], []
             if started:
                 ray.shutdown()
 

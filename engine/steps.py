@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.records import ErrorRecord, Sample
 
@@ -44,11 +44,62 @@ STAGES: tuple[str, ...] = (
 )
 
 
+class Resources(BaseModel):
+    """What one instance of a step needs, as data; the Ray executor turns it into actor
+    options (``ray_options``). In a config: ``annotators.N.resources`` (fractional GPUs
+    allowed: ``num_gpus: 0.5`` puts two replicas on one GPU)."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_cpus: Annotated[float, Field(ge=0)] = 1
+    num_gpus: Annotated[float, Field(ge=0)] = 0
+    memory: Annotated[int, Field(ge=0)] | None = None  # bytes
+    custom: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+    def ray_options(self) -> dict:
+        options: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory:
+            options["memory"] = self.memory
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+
 @dataclass(frozen=True)
 class WorkerContext:
-    """What a worker gives its steps at ``setup``: ``threads`` its models may use."""
+    """What a worker gives its steps at ``setup``: ``threads`` its models may use and the
+    ``device`` a model with ``device: auto`` runs on: ``cuda:0`` when the worker holds a
+    GPU (under Ray, the one Ray assigned it: Ray sets ``CUDA_VISIBLE_DEVICES`` so that it
+    is ``cuda:0``), else ``cpu``. ``accelerator_ids``: the GPU ids Ray assigned."""
 
     threads: int = 1
+    device: str = "cpu"
+    accelerator_ids: tuple[str, ...] = ()
+
+
+def worker_context(threads: int = 1) -> WorkerContext:
+    """The context of this process: inside a Ray worker, the GPUs Ray assigned it (none
+    means CPU, whatever the machine has: Ray hides unassigned GPUs); outside Ray, CUDA if
+    torch sees a GPU."""
+    import os
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and ray.get_runtime_context().get_actor_id():
+        ids = tuple(str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        if ids and visible != ",".join(ids):  # what torch will see must be what Ray assigned
+            raise RuntimeError(f"Ray assigned GPUs {ids}, CUDA_VISIBLE_DEVICES is {visible!r}")
+        return WorkerContext(threads, "cuda:0" if ids else "cpu", ids)
+    try:
+        import torch
+    except ImportError:
+        return WorkerContext(threads)
+    return WorkerContext(threads, "cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str, worker: WorkerContext) -> str:
+    """A step's ``device`` setting: ``auto`` takes the worker's; anything else is kept."""
+    return worker.device if device == "auto" else device
 
 
 class Step:
@@ -82,6 +133,48 @@ class Step:
 
     def run(self, samples: list[Sample]) -> None:
         raise NotImplementedError
+
+    def run_isolated(self, batch: list[Sample], errors: list) -> None:
+        """``run``, with failures contained per image when ``isolate_failures`` (see the
+        module docstring); ``errors`` collects the ``ErrorRecord`` of failed images."""
+        run_step(self, batch, errors)
+
+
+class RemoteStep(Step):
+    """A step that runs in its own pool of Ray actors (``engine.executors.ModelWorker``):
+    a model step with resources of its own (a GPU), scaled apart from the CPU work. It
+    stands in for the step in the shard processor: same name, version, stage and source;
+    each batch goes to one replica (in turn), which runs the step with its failure
+    isolation and sends back the rows it added and the errors."""
+
+    isolate_failures: ClassVar[bool] = False
+
+    def __init__(self, step: Step, replicas: list):
+        self.name, self.version, self.stage = step.name, step.version, step.stage
+        self._source, self._timing_key = step.source, step.timing_key
+        self.replicas = replicas
+        self._turn = 0
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def timing_key(self) -> str:
+        return self._timing_key
+
+    def run(self, samples: list[Sample]) -> None:
+        self.run_isolated(samples, [])
+
+    def run_isolated(self, batch: list[Sample], errors: list) -> None:
+        import ray
+
+        replica = self.replicas[self._turn % len(self.replicas)]
+        self._turn += 1
+        rows, remote_errors = ray.get(replica.run.remote(batch))
+        for sample, state in zip(batch, rows, strict=True):
+            sample.restore(state)
+        errors.extend(remote_errors)
 
 
 def order_steps(steps: list[Step]) -> list[Step]:

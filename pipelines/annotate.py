@@ -34,7 +34,7 @@ from tqdm import tqdm
 import engine
 from engine.compact import compact_if_due
 from engine.corpus import Corpus, IterationWriter, check_same_plan
-from engine.executors import make_executor
+from engine.executors import ModelPool, make_executor
 from engine.imaging import DecodeLimits, ImageError, decode_image
 from engine.records import ErrorRecord, Sample, content_id, error_row
 from engine.schemas import TABLES, table_from_rows
@@ -46,8 +46,8 @@ from engine.sources import (
     list_inputs,
     make_shards,
 )
-from engine.steps import Step, WorkerContext, order_steps, run_step
-from pipelines.config import EngineConfig, build_steps
+from engine.steps import RemoteStep, Step, order_steps, worker_context
+from pipelines.config import EngineConfig
 
 REPORTED_PACKAGES = (
     "ray", "pyarrow", "duckdb", "pydantic", "numpy", "pillow", "opencv-python-headless",
@@ -70,6 +70,21 @@ class ShardProcessor:
     def __init__(self, config: EngineConfig):
         self.config = config
         self.steps: list[Step] = []
+        self.replicas: dict[int, list] = {}  # annotator index -> its pool's actor handles
+
+    def model_pools(self) -> list[ModelPool]:
+        """The annotators that run in pools of their own actors (``AnnotatorSpec.pooled``),
+        for an executor that can place them (the Ray executor; the local one runs every
+        step in process and ignores this)."""
+        return [
+            ModelPool(index, spec.build, spec.placement(), spec.replicas or 1, self.config.run.threads_per_worker)
+            for index, spec in enumerate(self.config.annotators)
+            if spec.pooled
+        ]  # fmt: skip
+
+    def attach_pools(self, replicas: dict[int, list]) -> None:
+        """Before ``setup``: the pools' actors, by annotator index."""
+        self.replicas = replicas
 
     def setup(self) -> None:
         threads = self.config.run.threads_per_worker
@@ -78,10 +93,15 @@ class ShardProcessor:
 
         cv2.setNumThreads(threads)
         limit_torch_threads(threads)
-        worker = WorkerContext(threads=threads)
-        self.steps = order_steps(build_steps(self.config))
+        worker = worker_context(threads)
+        annotators = [
+            RemoteStep(spec.build(), self.replicas[index]) if index in self.replicas else spec.build()
+            for index, spec in enumerate(self.config.annotators)
+        ]  # fmt: skip
+        self.steps = order_steps(annotators + self.config.filters.build())
         for step in self.steps:
-            step.setup(worker)
+            if not isinstance(step, RemoteStep):  # a pool's replicas set theirs up
+                step.setup(worker)
         limit_torch_threads(threads)  # if a step imported torch: before any batch
         for name in TABLES:  # pyarrow imports pandas on its first from_pylist: not in a shard
             table_from_rows(name, [])
@@ -97,7 +117,7 @@ class ShardProcessor:
             batch = samples[start : start + batch_size]
             for step in self.steps:
                 began = time.perf_counter()
-                run_step(step, batch, errors)
+                step.run_isolated(batch, errors)
                 timings[step.timing_key] += time.perf_counter() - began
         began = time.perf_counter()
         tables = self.to_tables(samples, errors)
@@ -229,6 +249,9 @@ def output_config_hash(config: EngineConfig) -> str:
     settings.pop("refine", None)  # used by fld refine to build each iteration's own config
     for key in ("workers", "address", "executor", "compact_rows"):
         settings["run"].pop(key, None)
+    for annotator in settings["annotators"]:  # where a model runs does not change its rows
+        for key in ("resources", "replicas", "device"):
+            annotator.pop(key, None)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -488,12 +488,15 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
     args = build_parser().parse_args(argv)
     from engine.corpus import CorpusError
+    from engine.executors import PlacementError
     from engine.sources import InputError
     from pipelines.config import ConfigError
 
     try:
         return args.handler(args)
-    except (ConfigError, CorpusError, InputError, UsageError, FileNotFoundError) as exc:
+    except (
+        ConfigError, CorpusError, InputError, UsageError, FileNotFoundError, PlacementError
+    ) as exc:  # fmt: skip
         print(f"fld {args.command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full or read-only disk, an I/O error: one line, not a traceback

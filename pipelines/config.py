@@ -42,6 +42,7 @@ from annotators.student_models import (
     is_builtin_student,
 )
 from engine.compact import DEFAULT_TARGET_ROWS
+from engine.steps import Resources
 from filters import REGISTRY as FILTERS
 from filters import filter_class
 
@@ -79,10 +80,18 @@ class RunConfig(Strict):
 
 
 class AnnotatorSpec(Strict):
-    """``name`` picks the annotator; every other key is one of its constructor arguments."""
+    """``name`` picks the annotator; ``resources`` (``engine.steps.Resources``) and
+    ``replicas`` say how it is placed; every other key is one of its constructor arguments.
+
+    An annotator whose resources ask for a GPU (``num_gpus > 0``), or that sets
+    ``replicas``, runs in its own pool of ``replicas`` Ray actors, each holding those
+    resources, apart from the CPU workers (``run.workers``) that read, decode, filter and
+    write; the CPU workers send it batches. Otherwise it runs inside each CPU worker."""
 
     model_config = ConfigDict(extra="allow")
     name: str
+    resources: Resources | None = None  # None: the annotator's own declaration
+    replicas: Annotated[int, Field(ge=1, le=1024)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -99,6 +108,17 @@ class AnnotatorSpec(Strict):
     @property
     def arguments(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def placement(self) -> Resources:
+        """The resources one instance gets: the config's, else the class's declaration."""
+        if self.resources is not None:
+            return self.resources
+        return Resources(**annotator_class(self.name).resources)
+
+    @property
+    def pooled(self) -> bool:
+        """Whether it runs in a pool of its own actors (see the class docstring)."""
+        return self.replicas is not None or self.placement().num_gpus > 0
 
     def build(self):
         return annotator_class(self.name)(**self.arguments)

@@ -81,7 +81,7 @@ def iteration_config(
             "student_i"
         ):
             continue  # an earlier iteration's student: replaced by this one
-        annotators.append({"name": spec.name, **spec.arguments})
+        annotators.append(spec.model_dump(mode="json", exclude_none=True))
     student_entry = {
         "name": "yolo",
         "weights": str(student),

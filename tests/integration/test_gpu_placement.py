@@ -1,0 +1,113 @@
+"""Model steps on GPUs, checked on a Ray cluster started with fake GPUs
+(``ray start --head --num-gpus 2``: Ray schedules and assigns GPUs it is told of, and sets
+``CUDA_VISIBLE_DEVICES`` for each actor). The ``hold`` step logs, from inside its actor,
+the device and the GPU ids it was given (``engine.steps.worker_context``, which also checks
+that ``CUDA_VISIBLE_DEVICES`` is what Ray assigned)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.annotate import output_config_hash
+from pipelines.config import load_config
+from tests.fixtures.common import DEMO_IMAGES, run_fld
+from tests.fixtures.ray_cluster import start_head, stop_head
+
+PHOTOS = ("bus.jpg", "zidane.jpg", "coffee.jpg", "astronaut.jpg")
+
+
+@pytest.fixture(scope="module")
+def fake_gpu_cluster() -> str:
+    temp_dir = Path("/tmp") / f"fldgpu{os.getpid()}"
+    head, address = start_head(temp_dir, "--num-cpus=4", "--num-gpus=2")
+    yield address
+    stop_head(head, temp_dir)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("gpu") / "photos"
+    folder.mkdir()
+    for name in PHOTOS:
+        shutil.copy(DEMO_IMAGES / name, folder / name)
+    return folder
+
+
+def run_with_holds(photos: Path, out: Path, address: str, gpu_step: str, cpu_log: Path):
+    annotators = (
+        f"annotators=[{gpu_step}, {{name: hold, seconds_per_image: 0.05, log: '{cpu_log}'}}]"
+    )
+    return run_fld(
+        "run", str(photos), "--out", str(out), "--address", address, "--workers", "2",
+        "--shard-size", "1", "--quiet", "--set", annotators,
+        "--set", "filters.text_complexity.enabled=false", check=False, timeout=600,
+    )  # fmt: skip
+
+
+def batches(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_gpu_replicas_get_distinct_gpus_and_cpu_steps_none(fake_gpu_cluster, photos, tmp_path):
+    gpu_log, cpu_log = tmp_path / "gpu.jsonl", tmp_path / "cpu.jsonl"
+    gpu_step = (
+        f"{{name: hold, seconds_per_image: 0.3, log: '{gpu_log}', replicas: 2, "
+        "resources: {num_gpus: 1}}"
+    )
+    result = run_with_holds(photos, tmp_path / "corpus", fake_gpu_cluster, gpu_step, cpu_log)
+    assert result.returncode == 0, result.stderr[-3000:]
+    gpu = batches(gpu_log)
+    assert sum(b["images"] for b in gpu) == len(PHOTOS)
+    ids_by_pid = {b["pid"]: tuple(b["gpu_ids"]) for b in gpu}
+    assert all(b["device"] == "cuda:0" for b in gpu)
+    assert all(len(ids) == 1 for ids in ids_by_pid.values())
+    # Each CPU worker sends its batches to the replicas in turn, so both get some (4 shards,
+    # 2 workers); the two replicas hold different GPUs.
+    assert len(ids_by_pid) == 2 and len(set(ids_by_pid.values())) == 2, ids_by_pid
+    cpu = batches(cpu_log)
+    assert cpu and all(b["gpu_ids"] == [] and b["device"] == "cpu" for b in cpu)
+    assert not set(ids_by_pid) & {b["pid"] for b in cpu}  # the model pool is its own actors
+
+
+def test_half_a_gpu_puts_two_replicas_on_one_gpu(fake_gpu_cluster, photos, tmp_path):
+    gpu_log, cpu_log = tmp_path / "gpu.jsonl", tmp_path / "cpu.jsonl"
+    gpu_step = (
+        f"{{name: hold, seconds_per_image: 0.3, log: '{gpu_log}', replicas: 2, "
+        "resources: {num_gpus: 0.5}}"
+    )
+    result = run_with_holds(photos, tmp_path / "corpus", fake_gpu_cluster, gpu_step, cpu_log)
+    assert result.returncode == 0, result.stderr[-3000:]
+    gpu = batches(gpu_log)
+    assert len({b["pid"] for b in gpu}) == 2, "both replicas took batches"
+    assert len({tuple(b["gpu_ids"]) for b in gpu}) == 1  # two replicas, one GPU
+
+
+def test_a_pool_the_cluster_cannot_place_fails_before_any_work(fake_gpu_cluster, photos, tmp_path):
+    gpu_step = "{name: hold, resources: {num_gpus: 4}}"
+    out = tmp_path / "corpus"
+    result = run_with_holds(photos, out, fake_gpu_cluster, gpu_step, tmp_path / "cpu.jsonl")
+    assert result.returncode == 2
+    assert "annotators.0.resources asks 4.0 GPU per replica" in result.stderr
+    assert not list(out.glob("iteration=0/_shards/*.json"))
+
+
+def test_where_a_model_runs_does_not_change_the_config_hash():
+    """A run resumed on other GPUs, or with other replicas, continues its shards."""
+    base = load_config(None, ["annotators=[{name: yolo, weights: yolov8n.yaml}]"])
+    moved = load_config(
+        None,
+        [
+            "annotators=[{name: yolo, weights: yolov8n.yaml, device: 'cuda:1', replicas: 3, "
+            "resources: {num_gpus: 1}}]"
+        ],
+    )
+    assert output_config_hash(base) == output_config_hash(moved)
+    changed = load_config(
+        None, ["annotators=[{name: yolo, weights: yolov8n.yaml, min_score: 0.5}]"]
+    )
+    assert output_config_hash(base) != output_config_hash(changed)
