@@ -52,7 +52,11 @@ def run(
     quick: bool = False,
     workers: int = 2,
     keep: Path | None = None,
+    measure_only: bool = False,
 ) -> dict:
+    """The whole benchmark; with ``measure_only``, only the measurements, of the corpora a
+    run left in ``keep`` (no scene, annotation or training is redone; the timings are that
+    run's, carried over from its result file)."""
     from engine.scenes import generate_scenes
     from pipelines.annotate import annotate_corpus
     from pipelines.config import load_config
@@ -61,6 +65,8 @@ def run(
     if quick:
         scenes, epochs = 24, 2
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="refine-gain-"))
+    if measure_only:
+        return measure_run(work, load_config)
     gt = generate_scenes(work / "scenes", scenes, seed=0)
     images = work / "scenes" / "images"
     common = [f"run.workers={workers}", "run.shard_size=16", *REGION_ONLY]
@@ -102,6 +108,47 @@ def run(
         ("iteration 1", b[1]),
         ("iteration 2", b[2]),
     ]
+    table = table_of(rows)
+    result = {
+        "scenes": scenes,
+        "student_epochs": epochs,
+        "student_model": refine_config.refine.student.model,
+        "table": table,
+        "students": students(filtered, gt),
+        "fusion": fusion_outcome(filtered),
+        "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
+        "work_dir": str(work),
+    }
+    save_result("refine_gain", result, new_run_id())
+    print_table(result)
+    return result
+
+
+def measure_run(work: Path, load_config) -> dict:
+    """Measure the corpora an earlier run left in ``work``."""
+    earlier = json.loads((ROOT / "bench" / "results" / "refine_gain.json").read_text())
+    if earlier.get("work_dir") != str(work):
+        raise SystemExit(f"bench/results/refine_gain.json is not the run kept in {work}")
+    gt = work / "scenes" / "annotations.json"
+    specialists, filtered = work / "A", work / "B"
+    a, b = measure(specialists, gt)[0], measure(filtered, gt)
+    table = table_of([("specialists only", a), ("specialists + filters", b[0]), ("iteration 1", b[1]), ("iteration 2", b[2])])  # fmt: skip
+    result = {
+        **{
+            key: earlier[key] for key in ("scenes", "student_epochs", "timings_seconds", "work_dir")
+        },
+        "student_model": load_config(None, []).refine.student.model,
+        "table": table,
+        "students": students(filtered, gt),
+        "fusion": fusion_outcome(filtered),
+        "measured_again_from_run": earlier.get("measured_again_from_run") or earlier.get("run_id"),
+    }
+    save_result("refine_gain", result, new_run_id())
+    print_table(result)
+    return result
+
+
+def table_of(rows: list[tuple[str, dict]]) -> list[dict]:
     table = []
     for name, result in rows:
         objects = result["objects"]
@@ -115,32 +162,54 @@ def run(
                 "detections": objects.get("detections"),
             }
         )
-    result = {
-        "scenes": scenes,
-        "student_epochs": epochs,
-        "student_model": refine_config.refine.student.model,
-        "table": table,
-        "students": students(filtered),
-        "fusion": fusion_outcome(filtered),
-        "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
-        "work_dir": str(work),
-    }
-    save_result("refine_gain", result, new_run_id())
-    print_table(result)
-    return result
+    return table
 
 
-def students(corpus: Path) -> dict:
+def students(corpus: Path, gt: Path) -> dict:
     """Each iteration's student: its training summary (validation mAP50 on the held-out
-    pseudo-labels, boxes and images it learned from, seconds)."""
+    pseudo-labels, boxes and images it learned from, seconds) and its own boxes measured
+    against the ground truth, every one it emitted (kept or not by the filters)."""
     found = {}
     for path in sorted((corpus / "models").glob("iteration=*/student.json")):
         summary = json.loads(path.read_text())
+        iteration = int(path.parent.name.split("=")[1])
         found[path.parent.name] = {
             key: summary.get(key)
             for key in ("val_map50_pseudo", "data", "train_seconds", "model", "epochs")
         }
+        found[path.parent.name]["on_ground_truth"] = source_against_ground_truth(
+            corpus, gt, iteration, f"student_i{iteration}@1"
+        )
     return found
+
+
+def source_against_ground_truth(corpus: Path, gt_path: Path, iteration: int, source: str) -> dict:
+    """mAP50, mAP50-95, P and R at 0.5 of every object box one source emitted in an
+    iteration (``pipelines.evaluate``'s own matching and pycocotools)."""
+    import pyarrow as pa
+
+    from engine.query import connect
+    from pipelines.evaluate import evaluate_objects, load_ground_truth, match_images
+
+    gt = load_ground_truth(gt_path)
+    connection = connect(corpus, [iteration])
+    try:
+        matched, _ = match_images(connection, gt)
+        connection.register(
+            "_matched", pa.table({"image_id": pa.array(sorted(matched), pa.string())})
+        )
+        rows = connection.execute(
+            "SELECT image_id, label, score, x0, y0, x1, y1 FROM regions JOIN _matched "
+            "USING (image_id) WHERE kind = 'object' AND source = ? ORDER BY image_id, region_id",
+            [source],
+        ).fetchall()
+    finally:
+        connection.close()
+    objects = evaluate_objects(gt, matched, rows)
+    keys = ("map50", "map50_95", "precision", "recall", "detections")
+    measured = {key: objects.get(key) for key in keys}
+    measured["max_score"] = max((row[2] for row in rows), default=None)
+    return measured
 
 
 def fusion_outcome(corpus: Path) -> list[dict]:
@@ -193,5 +262,10 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    parser.add_argument(
+        "--measure-only", action="store_true", help="measure the corpora a run left in --keep"
+    )
     args = parser.parse_args()
-    run(args.scenes, args.epochs, args.quick, args.workers, args.keep)
+    if args.measure_only and not args.keep:
+        parser.error("--measure-only needs --keep WORK (the folder of the run to measure)")
+    run(args.scenes, args.epochs, args.quick, args.workers, args.keep, args.measure_only)

@@ -195,10 +195,12 @@ class RayExecutor:
         pending_shards = list(shards)
         if not pending_shards:
             return
-        pools = processor.model_pools()
+        # A processor with no model step of its own placement need not declare pools.
+        model_pools = getattr(processor, "model_pools", None)
+        pools = model_pools() if model_pools else []
         started = self.start_ray(sum(pool.resources.num_cpus * pool.replicas for pool in pools))
         try:
-            self.pool_actors = self.start_pools(processor, pools)
+            self.pool_actors = self.start_pools(processor, pools) if pools else []
             actor_class = ray.remote(
                 num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=3
             )(ShardWorker)

@@ -69,7 +69,8 @@ class WorkerContext:
     """What a worker gives its steps at ``setup``: ``threads`` its models may use and the
     ``device`` a model with ``device: auto`` runs on: ``cuda:0`` when the worker holds a
     GPU (under Ray, the one Ray assigned it: Ray sets ``CUDA_VISIBLE_DEVICES`` so that it
-    is ``cuda:0``), else ``cpu``. ``accelerator_ids``: the GPU ids Ray assigned."""
+    is ``cuda:0``), ``cpu`` in a Ray worker without one, ``auto`` outside Ray (decided by
+    ``resolve_device``). ``accelerator_ids``: the GPU ids Ray assigned."""
 
     threads: int = 1
     device: str = "cpu"
@@ -78,8 +79,9 @@ class WorkerContext:
 
 def worker_context(threads: int = 1) -> WorkerContext:
     """The context of this process: inside a Ray worker, the GPUs Ray assigned it (none
-    means CPU, whatever the machine has: Ray hides unassigned GPUs); outside Ray, CUDA if
-    torch sees a GPU."""
+    means CPU, whatever the machine has: Ray hides unassigned GPUs); outside Ray, ``auto``:
+    a step that asks is given CUDA if torch sees a GPU (``resolve_device``; torch is not
+    imported here, only by the steps that use it)."""
     import os
     import sys
 
@@ -90,16 +92,19 @@ def worker_context(threads: int = 1) -> WorkerContext:
         if ids and visible != ",".join(ids):  # what torch will see must be what Ray assigned
             raise RuntimeError(f"Ray assigned GPUs {ids}, CUDA_VISIBLE_DEVICES is {visible!r}")
         return WorkerContext(threads, "cuda:0" if ids else "cpu", ids)
-    try:
-        import torch
-    except ImportError:
-        return WorkerContext(threads)
-    return WorkerContext(threads, "cuda:0" if torch.cuda.is_available() else "cpu")
+    return WorkerContext(threads, "auto")
 
 
 def resolve_device(device: str, worker: WorkerContext) -> str:
-    """A step's ``device`` setting: ``auto`` takes the worker's; anything else is kept."""
-    return worker.device if device == "auto" else device
+    """A step's ``device`` setting: ``auto`` takes the worker's (outside Ray: CUDA if torch
+    sees a GPU, else CPU); anything else is kept."""
+    if device != "auto":
+        return device
+    if worker.device != "auto":
+        return worker.device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
 class Step:

@@ -38,6 +38,15 @@ def shard_workers() -> list[dict]:
     return [actor for actor in state.actors().values() if actor["ActorClassName"] == "ShardWorker"]
 
 
+def shard_worker_pids() -> set[int]:
+    """Pids of the processes on this machine whose title is a ShardWorker's."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and title(int(entry.name)).startswith("ray::ShardWorker"):
+            found.add(int(entry.name))
+    return found
+
+
 def title(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
@@ -48,6 +57,7 @@ def title(pid: int) -> str:
 def test_kill_worker_actor_mid_shard(ray_session, tmp_path, tmp_path_factory, capsys):
     photos = shared_photo_set(tmp_path_factory)
     before = {actor["ActorID"] for actor in shard_workers()}
+    pids_before = shard_worker_pids()
     out = tmp_path / "corpus"
     command = fld_command(
         photos["folder"], out, photos["config"], "--shard-size", str(photos["shard_size"]),
@@ -58,37 +68,22 @@ def test_kill_worker_actor_mid_shard(ray_session, tmp_path, tmp_path_factory, ca
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     victim: dict = {}
-    original_pids: set[int] = set()
     try:
         assert wait_for(lambda: marker_count(out) >= 1 or driver.poll() is not None, 300)
         assert driver.poll() is None, "the run ended before a worker could be killed"
 
-        # This run's two actors, asked of the cluster until both are up, then no more: a
-        # cluster that has run many tests answers slowly, and a query per poll of the
-        # titles could let the whole run finish unseen.
-        actors: list[dict] = []
-
-        def both_workers_alive() -> bool:
-            actors[:] = [
-                actor
-                for actor in shard_workers()
-                if actor["ActorID"] not in before and actor["State"] == "ALIVE" and actor["Pid"]
-            ]
-            return len(actors) == 2
-
-        assert wait_for(both_workers_alive, timeout=60, interval=0.05), actors
-
+        # The workers are found by their process titles (``ray::ShardWorker`` when idle,
+        # ``ray::ShardWorker.process`` inside a shard) in /proc, not by asking the cluster:
+        # a cluster that has run many tests answers slowly, and a run of 8 small shards can
+        # finish between two answers. Which actor a pid was is asked after the run.
         def kill_busy_worker() -> bool:
-            """SIGKILL a worker whose title says it is inside ``ShardWorker.process``, right
-            after reading the title: nothing (no call to the cluster) between the two, so
-            the task cannot end between what was seen and the kill."""
-            for actor in actors:
-                if actor["State"] != "ALIVE" or not actor["Pid"]:
-                    continue
-                if "ShardWorker.process" in title(actor["Pid"]):
-                    os.kill(actor["Pid"], signal.SIGKILL)
-                    victim.update(actor)
-                    original_pids.update(a["Pid"] for a in actors if a["Pid"])
+            """SIGKILL a worker of this run whose title says it is inside
+            ``ShardWorker.process``, right after reading the title: nothing between the
+            two, so the task cannot end between what was seen and the kill."""
+            for pid in shard_worker_pids() - pids_before:
+                if title(pid).startswith("ray::ShardWorker.process"):
+                    os.kill(pid, signal.SIGKILL)
+                    victim["Pid"] = pid
                     return True
             return False
 
@@ -104,8 +99,13 @@ def test_kill_worker_actor_mid_shard(ray_session, tmp_path, tmp_path_factory, ca
     assert driver.returncode == 0, stderr[-3000:]
     assert "committed iteration 0" in stdout, stdout
 
-    restarted = next(a for a in shard_workers() if a["ActorID"] == victim["ActorID"])
-    assert restarted["NumRestarts"] >= 1, restarted
+    # The killed actor: of this run's actors, the one that was restarted (exactly one).
+    this_run = [a for a in shard_workers() if a["ActorID"] not in before]
+    restarted_actors = [a for a in this_run if a["NumRestarts"] >= 1]
+    assert len(this_run) == 2 and len(restarted_actors) == 1, this_run
+    restarted = restarted_actors[0]
+    other = next(a for a in this_run if a is not restarted)
+    original_pids = {victim["Pid"], other["Pid"]}  # the two processes before the kill
     markers = sorted((out / "iteration=0" / "_shards").glob("*.json"))
     pids = [json.loads(marker.read_text())["worker"]["pid"] for marker in markers]
     new_pids = set(pids) - original_pids
