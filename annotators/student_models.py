@@ -20,11 +20,12 @@ torchvision looks before it would download; nothing touches the network.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
 from pathlib import Path
+
+from engine.records import file_sha256
 
 MOBILENET_STUDENT = "fld-mobilenetv2-yolo.yaml"
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
@@ -73,24 +74,16 @@ def packaged_weights() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "weights" / MOBILENET_FILE
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def install_backbone_weights() -> Path:
     """Put the packaged weights where torchvision looks for ``IMAGENET1K_V1`` (torch's hub cache),
     after checking they are torchvision's file; returns that path."""
     import torch.hub
 
     target = Path(torch.hub.get_dir()) / "checkpoints" / MOBILENET_FILE
-    if target.exists() and sha256_of(target) == MOBILENET_SHA256:
+    if target.exists() and file_sha256(target) == MOBILENET_SHA256:
         return target
     source = packaged_weights()
-    if sha256_of(source) != MOBILENET_SHA256:
+    if file_sha256(source) != MOBILENET_SHA256:
         raise StudentWeightsMissing(f"{source} is not torchvision's {MOBILENET_FILE}")
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")

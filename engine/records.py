@@ -22,6 +22,15 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks (weights files are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def stable_id(*parts: object) -> str:
     """A short deterministic id from its parts (for row ids of errors)."""
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]

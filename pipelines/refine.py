@@ -24,7 +24,6 @@ Iteration k (1 <= k <= N), for every k not yet committed:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from annotators import annotator_class
 from annotators.student_models import student_model_path
 from engine.compact import compact_if_due
 from engine.corpus import Corpus, CorpusError, atomic_write_json
+from engine.records import file_sha256
 from pipelines.annotate import RunSummary, annotate_corpus
 from pipelines.config import AnnotatorSpec, EngineConfig
 
@@ -112,14 +112,6 @@ def trust_store() -> Path:
     corpus folder cannot vouch for its own weights."""
     default = Path.home() / ".cache" / "fld-engine" / "trusted-weights.json"
     return Path(os.environ.get("FLD_TRUST_STORE") or default)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def trust_weights(sha256: str, path: Path) -> None:

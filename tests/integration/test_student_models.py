@@ -12,10 +12,10 @@ from annotators.student_models import (
     MOBILENET_SHA256,
     MOBILENET_STUDENT,
     install_backbone_weights,
-    sha256_of,
     student_model_path,
 )
 from engine.offline import prepare_ultralytics
+from engine.records import file_sha256
 from pipelines.config import ConfigError, load_config
 from tests.fixtures.common import DEMO_IMAGES
 
@@ -35,7 +35,7 @@ def test_backbone_is_torchvisions_imagenet_mobilenet_v2(student):
     import torch
     import torchvision
 
-    assert sha256_of(install_backbone_weights()) == MOBILENET_SHA256
+    assert file_sha256(install_backbone_weights()) == MOBILENET_SHA256
     weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
     reference = torchvision.models.mobilenet_v2(weights=weights).eval()
     backbone = student.model.model[0].m  # ultralytics' TorchVision module, unwrapped
