@@ -12,10 +12,9 @@ import yaml
 from pydantic import ValidationError
 
 from annotators import annotator_class
-from engine.imaging import decode_image
 from engine.query import connect
 from engine.records import Phrase, Sample, Text
-from tests.fixtures.common import DEMO_IMAGES, REPO, run_fld
+from tests.fixtures.common import DEMO_IMAGES, REPO, demo_sample, run_fld
 from tests.fixtures.tiny_models import build_tiny_owl
 
 SOURCE = "hf_grounder@1"
@@ -42,12 +41,6 @@ def counting(instance) -> list[int]:
 
     instance._model.register_forward_pre_hook(hook, with_kwargs=True)
     return calls
-
-
-def demo_sample(name: str) -> Sample:
-    data = (DEMO_IMAGES / name).read_bytes()
-    pixels = decode_image(data).pixels
-    return Sample(image_id=name, uri=name, pixels=pixels, format="JPEG", n_bytes=len(data))
 
 
 def populate(sample: Sample) -> dict[str, Phrase]:

@@ -13,11 +13,10 @@ import yaml
 from pydantic import ValidationError
 
 from annotators import annotator_class
-from engine.imaging import decode_image
 from engine.masks import polygon_area
 from engine.query import connect
 from engine.records import Phrase, Region, Sample, Text
-from tests.fixtures.common import DEMO_IMAGES, REPO, run_fld
+from tests.fixtures.common import DEMO_IMAGES, REPO, demo_sample, run_fld
 from tests.fixtures.tiny_models import TINY_SAM_ENCODER, build_tiny_sam
 
 
@@ -43,12 +42,6 @@ def counting(instance) -> list[int]:
 
     instance._predictor.predict_torch = predict_torch
     return calls
-
-
-def demo_sample(name: str) -> Sample:
-    data = (DEMO_IMAGES / name).read_bytes()
-    pixels = decode_image(data).pixels
-    return Sample(image_id=name, uri=name, pixels=pixels, format="JPEG", n_bytes=len(data))
 
 
 def populate(sample: Sample) -> dict[str, object]:
