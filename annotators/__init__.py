@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "sam_segmenter": "annotators.sam_segmenter:SamSegmenter",
     "hf_grounder": "annotators.hf_grounder:HFGrounder",
     "hold": "annotators.hold:HoldAnnotator",
+    "florence2_regions": "annotators.florence2_regions:Florence2Regions",
 }
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from engine.records import Region, Sample
 from engine.steps import STRICT, Step
 
-__all__ = ["STRICT", "Annotator", "SampleAnnotator", "hub_id_or_folder"]
+__all__ = ["STRICT", "Annotator", "SampleAnnotator", "hub_id_or_folder", "model_folder_of_type"]
 
 
 def hub_id_or_folder(model: str) -> str:
@@ -30,6 +30,31 @@ def hub_id_or_folder(model: str) -> str:
             raise ValueError(f"model folder not found: {model}")
         return str(folder.resolve())
     return model
+
+
+def model_folder_of_type(model: str, model_types: tuple[str, ...]) -> str:
+    """``hub_id_or_folder``, and for a local folder, its ``config.json`` must name one of
+    ``model_types`` (read as JSON when the config is read, before Ray starts or any
+    model loads). A hub id's type is checked when the model loads."""
+    import json
+    from pathlib import Path
+
+    resolved = hub_id_or_folder(model)
+    folder = Path(resolved)
+    if not folder.is_absolute():
+        return resolved
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{model} has no config.json: not a transformers model folder")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{config_file} is not a readable model config: {exc}") from None
+    if model_type not in model_types:
+        raise ValueError(
+            f"{model} is a {model_type!r} model; this annotator takes {list(model_types)}"
+        )
+    return resolved
 
 
 class Annotator(Step):

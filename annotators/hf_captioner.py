@@ -22,19 +22,23 @@ the end-of-sequence token; in [0, 1], higher is more confident, comparable only 
 texts of the same model. ``source`` is ``hf_captioner@1`` (or ``<source_name>@1``).
 
 Each granularity is one batched ``generate`` call over the whole batch, greedy or beam
-search (never sampling: the same image gives the same text).
+search (never sampling: the same image gives the same text). Florence-2 encodes each image
+once for all granularities (``annotators.florence2_model``); ``dtype`` ``float16`` or
+``bfloat16`` halves weights and activations on a GPU.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, SampleAnnotator, hub_id_or_folder
+from annotators.florence2_model import MODEL_TYPE as FLORENCE2_MODEL_TYPE
+from annotators.florence2_model import Florence2, ModelSource
+from annotators.hf_generation import Decoding, decode_text, generate_scored
 from engine.records import GRANULARITIES, Sample, Text
 from engine.steps import WorkerContext, resolve_device
 
@@ -136,13 +140,20 @@ class HFCaptioner(SampleAnnotator):
 
         options = {"revision": self.revision} if self.revision else {}
         config = AutoConfig.from_pretrained(self.model, **options)
-        self._torch_dtype = getattr(torch, self.dtype)
-        self._processor = AutoProcessor.from_pretrained(self.model, **options)
-        self._model = AutoModelForImageTextToText.from_pretrained(
-            self.model, dtype=self._torch_dtype, **options
-        )
-        self._model.to(self._device).eval()
-        self._is_florence2 = config.model_type == "florence2"
+        self._is_florence2 = config.model_type == FLORENCE2_MODEL_TYPE
+        self._decoding = Decoding(self.max_new_tokens, self.num_beams, dict(self.generate_kwargs))
+        if self._is_florence2:
+            self._florence2 = Florence2(
+                ModelSource(self.model, self.revision, self._device, self.dtype)
+            )
+            self._processor, self._model = self._florence2.processor, self._florence2.model
+        else:
+            self._torch_dtype = getattr(torch, self.dtype)
+            self._processor = AutoProcessor.from_pretrained(self.model, **options)
+            self._model = AutoModelForImageTextToText.from_pretrained(
+                self.model, dtype=self._torch_dtype, **options
+            )
+            self._model.to(self._device).eval()
         self._tasks = self.tasks()
 
     def tasks(self) -> dict[str, str | None]:
@@ -171,11 +182,25 @@ class HFCaptioner(SampleAnnotator):
         from PIL import Image
 
         images = [Image.fromarray(sample.pixels).convert("RGB") for sample in samples]
+        # Florence-2: the vision tower runs once for every granularity (florence2_model).
+        features = self._florence2.encode(images) if self._is_florence2 else None
         for granularity, prompt in self._tasks.items():
-            for sample, (text, score) in zip(samples, self.caption(images, prompt), strict=True):
+            if features is not None:
+                outputs = self._florence2.generate(features, [prompt] * len(images), self._decoding)
+            else:
+                outputs = generate_scored(
+                    self._model, self._processor, self.inputs(images, prompt), self._decoding
+                )
+            for sample, output in zip(samples, outputs, strict=True):
+                text = decode_text(self._processor, output)
                 if text:
                     sample.texts.append(
-                        Text(granularity=granularity, text=text, source=self.source, score=score)
+                        Text(
+                            granularity=granularity,
+                            text=text,
+                            source=self.source,
+                            score=output.score,
+                        )
                     )
 
     def inputs(self, images: list, prompt: str | None):
@@ -192,63 +217,18 @@ class HFCaptioner(SampleAnnotator):
         return batch
 
     def caption(self, images: list, prompt: str | None) -> list[tuple[str, float]]:
-        """``(text, score)`` per image; an empty text where nothing was generated."""
-        import torch
-
-        batch = self.inputs(images, prompt)
-        with torch.inference_mode():
-            output = self._model.generate(
-                **batch,
-                max_new_tokens=self.max_new_tokens,
-                num_beams=self.num_beams,
-                do_sample=False,
-                output_scores=True,
-                return_dict_in_generate=True,
-                **self.generate_kwargs,
+        """``(text, score)`` per image (an empty text where nothing was generated), each
+        image encoded for this prompt alone."""
+        if self._is_florence2:
+            outputs = self._florence2.generate(
+                self._florence2.encode(images), [prompt] * len(images), self._decoding
             )
-            beam_indices = getattr(output, "beam_indices", None) if self.num_beams > 1 else None
-            log_probs = self._model.compute_transition_scores(
-                output.sequences, output.scores, beam_indices=beam_indices, normalize_logits=True
+        else:
+            outputs = generate_scored(
+                self._model, self._processor, self.inputs(images, prompt), self._decoding
             )
-        # The last columns of ``sequences`` are the generated tokens (those before are the
-        # decoder start or the echoed prompt), aligned with the transition scores.
-        tokens = output.sequences[:, -log_probs.shape[1] :]
-        counted = self.counted_tokens(tokens, beam_indices)
-        texts = self._processor.batch_decode(tokens, skip_special_tokens=True)
         results = []
-        for text, row_log_probs, row_counted in zip(texts, log_probs, counted, strict=True):
-            n = int(row_counted.sum())
-            text = text.strip()
-            if not text or n == 0:
-                results.append(("", 0.0))
-                continue
-            mean = float(row_log_probs[row_counted].float().sum()) / n
-            score = math.exp(mean) if math.isfinite(mean) else 0.0
-            results.append((text, min(max(score, 0.0), 1.0)))
+        for output in outputs:
+            text = decode_text(self._processor, output)
+            results.append((text, output.score) if text else ("", 0.0))
         return results
-
-    def counted_tokens(self, tokens, beam_indices=None):
-        """Mask of the generated tokens a score averages over: every token up to and
-        including the first end-of-sequence one, and no padding after it."""
-        import torch
-
-        ends = self.end_token_ids()
-        pad = self._model.generation_config.pad_token_id
-        is_end = torch.isin(tokens, torch.tensor(sorted(ends), device=tokens.device))
-        ended_before = (is_end.long().cumsum(dim=1) - is_end.long()) > 0
-        counted = ~ended_before
-        if pad is not None and pad not in ends:
-            counted &= tokens != pad
-        if beam_indices is not None:
-            counted &= beam_indices[:, : tokens.shape[1]] >= 0
-        return counted
-
-    def end_token_ids(self) -> set[int]:
-        ends: set[int] = set()
-        eos = self._model.generation_config.eos_token_id
-        ends.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        tokenizer = getattr(self._processor, "tokenizer", self._processor)
-        for name in ("eos_token_id", "sep_token_id"):  # BLIP ends its captions at [SEP]
-            if getattr(tokenizer, name, None) is not None:
-                ends.add(getattr(tokenizer, name))
-        return ends

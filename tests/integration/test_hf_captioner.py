@@ -20,9 +20,11 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from annotators.hf_captioner import HFCaptioner  # noqa: E402
+from annotators.hf_captioner import FLORENCE2_TASKS, HFCaptioner  # noqa: E402
+from annotators.hf_generation import counted_tokens, decode_text, generate_scored  # noqa: E402
 from engine.imaging import decode_image  # noqa: E402
 from engine.records import GRANULARITIES, Sample, content_id  # noqa: E402
 from tests.fixtures.common import DEMO_IMAGES, REPO  # noqa: E402
@@ -86,28 +88,43 @@ def check_texts(samples: list[Sample], granularities, source: str) -> None:
 # --------------------------------------------------------------------------- Florence-2
 
 
-def test_florence2_writes_three_granularities_from_three_task_prompts(florence_folder):
+def test_florence2_writes_three_granularities_encoding_each_image_once(florence_folder):
     captioner = HFCaptioner(model=str(florence_folder), max_new_tokens=8)
     captioner.setup()
     assert type(captioner._model).__name__ == "Florence2ForConditionalGeneration"
     assert type(captioner._processor).__name__ == "Florence2Processor"
     calls = record_generate(captioner)
+    encoded = []
+    get_image_features = captioner._model.get_image_features
+    captioner._model.get_image_features = lambda pixels: (
+        encoded.append(pixels.shape[0]) or get_image_features(pixels)
+    )
     samples = demo_samples()
 
     captioner.annotate_samples(samples)
 
     check_texts(samples, GRANULARITIES, "hf_captioner@1")
-    # One batched generate per granularity, in order, each over both images, each with
-    # the instruction of its own task token in the encoder input.
-    assert len(calls) == 3
-    tokenizer = captioner._processor.tokenizer
-    for call, granularity in zip(calls, GRANULARITIES, strict=True):
-        assert call["pixel_values"].shape[0] == len(samples)
-        prompts = tokenizer.batch_decode(call["input_ids"], skip_special_tokens=True)
+    # The vision tower ran once for both images; one batched generate per granularity.
+    assert encoded == [len(samples)]
+    assert [call["attention_mask"].shape[0] for call in calls] == [len(samples)] * 3
+    # The texts and scores are those of Florence-2's own path, where the processor writes
+    # each task's instruction and generate encodes the pixels itself.
+    captioner._model.generate = calls_generate = type(captioner._model).generate.__get__(
+        captioner._model
+    )
+    assert calls_generate
+    images = [Image.fromarray(s.pixels) for s in samples]
+    for granularity, task in FLORENCE2_TASKS.items():
+        batch = captioner._processor(images=images, text=[task] * 2, return_tensors="pt")
+        prompts = captioner._processor.tokenizer.batch_decode(
+            batch["input_ids"], skip_special_tokens=True
+        )
         assert [p.strip() for p in prompts] == [FLORENCE2_INSTRUCTIONS[granularity]] * 2
-        image_tokens = (call["input_ids"] == tokenizer.image_token_id).sum(dim=1)
-        assert image_tokens.tolist() == [captioner._processor.num_image_tokens] * 2
-    # Same decoding as a direct call: greedy, so deterministic.
+        direct = generate_scored(captioner._model, captioner._processor, batch, captioner._decoding)
+        written = [next(t for t in s.texts if t.granularity == granularity) for s in samples]
+        assert [decode_text(captioner._processor, d) for d in direct] == [t.text for t in written]
+        assert [d.score for d in direct] == pytest.approx([t.score for t in written], abs=1e-5)
+    # Greedy, so deterministic.
     again = demo_samples()
     captioner.annotate_samples(again)
     assert [(t.text, t.score) for s in again for t in s.texts] == [
@@ -169,7 +186,7 @@ def test_score_counts_tokens_up_to_the_end_token(blip_folder):
     tokenizer = captioner._processor.tokenizer
     end, pad = tokenizer.sep_token_id, tokenizer.pad_token_id
     tokens = torch.tensor([[7, 8, end, pad, pad], [7, end, pad, pad, pad], [7, 8, 9, 10, 11]])
-    counted = captioner.counted_tokens(tokens)
+    counted = counted_tokens(captioner._model, captioner._processor, tokens)
     assert counted.sum(dim=1).tolist() == [3, 2, 5]
 
 

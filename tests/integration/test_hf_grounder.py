@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -15,7 +16,8 @@ from annotators import annotator_class
 from engine.query import connect
 from engine.records import Phrase, Sample, Text
 from tests.fixtures.common import DEMO_IMAGES, REPO, demo_sample, run_fld
-from tests.fixtures.tiny_models import build_tiny_owl
+from tests.fixtures.hf_tiny import build_tiny_florence2
+from tests.fixtures.tiny_models import build_tiny_grounding_dino, build_tiny_owl
 
 SOURCE = "hf_grounder@1"
 
@@ -26,6 +28,17 @@ def tiny_owl(tmp_path_factory) -> dict[str, str]:
     return {kind: str(build_tiny_owl(folder / kind, kind)) for kind in ("owlv2", "owlvit")}
 
 
+@pytest.fixture(scope="module")
+def tiny_dino(tmp_path_factory) -> str:
+    return str(build_tiny_grounding_dino(tmp_path_factory.mktemp("grounding-dino")))
+
+
+@pytest.fixture(scope="module")
+def tiny_florence2(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("florence2")
+    return str(build_tiny_florence2(folder, speak_locations=True))
+
+
 def grounder(model: str, **options):
     instance = annotator_class("hf_grounder")(model=model, **options)
     instance.setup()
@@ -33,7 +46,8 @@ def grounder(model: str, **options):
 
 
 def counting(instance) -> list[int]:
-    """Record, per detector call, how many text queries it was given."""
+    """Record, per detector call, how many text queries (OWL: rows of ``input_ids``)
+    it was given."""
     calls: list[int] = []
 
     def hook(module, args, kwargs):
@@ -97,30 +111,104 @@ def test_config_is_validated(tmp_path):
     other = tmp_path / "bert"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match="supports"):
-        cls(model=str(other)).setup()
+    # A local folder's model type is checked when the config is read, before any work.
+    with pytest.raises(ValidationError, match="is a 'bert' model; this annotator takes"):
+        cls(model=str(other))
+    (other / "config.json").unlink()
+    with pytest.raises(ValidationError, match="no config.json"):
+        cls(model=str(other))
 
 
 @pytest.mark.parametrize("kind", ["owlv2", "owlvit"])
-def test_tiny_owl_grounds_every_pending_phrase_in_one_call_per_image(tiny_owl, kind):
-    annotator = grounder(tiny_owl[kind], box_threshold=0.0, max_boxes=3)
+def test_tiny_owl_grounds_every_pending_phrase(tiny_owl, kind):
+    annotator = grounder(tiny_owl[kind], box_threshold=0.0, max_boxes=3, batch_size=1)
     calls = counting(annotator)
     samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
     parts = [populate(sample) for sample in samples]
     annotator.annotate_samples(samples)
-    # One call per image, with the distinct pending wordings: a bus, two people, people.
+    # batch_size 1: one call per image, with the distinct pending wordings: a bus, two
+    # people, people.
     assert calls == [3, 3]
+    for sample, part in zip(samples, parts, strict=True):
+        check_grounded(sample, part)
+    # batch_size 2: both images in one call, each with its own queries; the same rows.
+    batched = grounder(tiny_owl[kind], box_threshold=0.0, max_boxes=3, batch_size=2)
+    batched_calls = counting(batched)
+    again = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
+    for sample in again:
+        populate(sample)
+    batched.annotate_samples(again)
+    assert batched_calls == [6]
+    for sample, first in zip(again, samples, strict=True):
+        assert [(p.phrase, p.box) for p in sample.phrases] == [
+            (p.phrase, p.box) for p in first.phrases
+        ]
+        assert [p.score for p in sample.phrases] == pytest.approx(
+            [p.score for p in first.phrases], abs=1e-4
+        )
+
+
+def check_grounded(sample: Sample, part: dict[str, Phrase], same_query_same_box=True) -> None:
+    """Threshold 0 and max_boxes 3: every phrase grounds; counts and max_boxes bound the
+    plurals; phrases that were not pending are untouched."""
+    pending = [part[key] for key in ("bus", "two", "people", "bus_again")]
+    by_group = check_rows(sample, pending)
+    assert [len(by_group[p.group]) for p in pending] == [1, 2, 3, 1]
+    if same_query_same_box:
+        assert by_group[0][0].box == by_group[3][0].box  # the same query, the same answer
+    assert len({row.box for row in by_group[2]}) == 3
+    for key in ("picture", "boxed"):  # not pending: untouched
+        assert by_group[part[key].group] == [part[key]]
+        assert part[key].source == "phrase_extractor@1"
+    assert len(sample.phrases) == 1 + 2 + 3 + 1 + 2
+
+
+def test_tiny_grounding_dino_scores_each_phrase_by_its_own_tokens(tiny_dino):
+    annotator = grounder(tiny_dino, box_threshold=0.0, max_boxes=3, batch_size=2)
+    assert type(annotator._model).__name__ == "GroundingDinoForObjectDetection"
+    samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
+    parts = [populate(sample) for sample in samples]
+    calls = counting(annotator)
+    annotator.annotate_samples(samples)
+    assert calls == [2]  # one forward pass, one joined text per image
+    for sample, part in zip(samples, parts, strict=True):
+        check_grounded(sample, part)
+    # A query's column is the best probability over its own tokens: recompute it from
+    # the model's logits for one image.
+    import torch
+    from PIL import Image
+
+    backend = annotator._backend
+    text, spans = backend.prompt(["a bus", "two people"])
+    assert text == "a bus. two people." and [text[a:b] for a, b in spans] == ["a bus", "two people"]
+    pixels = samples[0].pixels
+    ((scores, _),) = annotator.detect([pixels], [["a bus", "two people"]])
+    inputs = backend.processor(images=[Image.fromarray(pixels)], text=[text], return_tensors="pt")
+    with torch.inference_mode():
+        probabilities = torch.sigmoid(annotator._model(**inputs).logits[0]).numpy()
+    tokens = backend.processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+    assert tokens[1:7] == ["a", "bus", ".", "two", "people", "."]
+    expected = np.stack([probabilities[:, [1, 2]].max(1), probabilities[:, [4, 5]].max(1)], 1)
+    assert np.allclose(scores, expected, atol=1e-5)
+
+
+def test_tiny_florence2_grounds_with_caption_to_phrase_grounding(tiny_florence2):
+    annotator = grounder(tiny_florence2, box_threshold=0.0, max_boxes=3, max_new_tokens=48)
+    samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
+    parts = [populate(sample) for sample in samples]
+    encoded = []
+    get_image_features = annotator._model.get_image_features
+    annotator._model.get_image_features = lambda pixels: (
+        encoded.append(pixels.shape[0]) or get_image_features(pixels)
+    )
+    annotator.annotate_samples(samples)
+    assert encoded == [2]  # both images encoded once for their six prompts
+    grounded = 0
     for sample, part in zip(samples, parts, strict=True):
         pending = [part[key] for key in ("bus", "two", "people", "bus_again")]
         by_group = check_rows(sample, pending)
-        # Threshold 0: every phrase grounds; counts and max_boxes bound the plurals.
-        assert [len(by_group[p.group]) for p in pending] == [1, 2, 3, 1]
-        assert by_group[0][0].box == by_group[3][0].box  # the same query, the same answer
-        assert len({row.box for row in by_group[2]}) == 3
-        for key in ("picture", "boxed"):  # not pending: untouched
-            assert by_group[part[key].group] == [part[key]]
-            assert part[key].source == "phrase_extractor@1"
-        assert len(sample.phrases) == 1 + 2 + 3 + 1 + 2
+        grounded += sum(1 for p in pending if by_group[p.group][0].box is not None)
+    assert grounded  # the random model writes location tokens for some prompts
 
 
 def test_phrases_without_a_box_are_kept_as_no_match(tiny_owl):
@@ -138,18 +226,18 @@ def test_phrases_without_a_box_are_kept_as_no_match(tiny_owl):
 
 
 def test_a_failing_image_leaves_the_whole_batch_unchanged(tiny_owl):
-    annotator = grounder(tiny_owl["owlvit"], box_threshold=0.0)
+    annotator = grounder(tiny_owl["owlvit"], box_threshold=0.0, batch_size=1)
     samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
     for sample in samples:
         populate(sample)
     before = [list(sample.phrases) for sample in samples]
     detect, seen = annotator.detect, []
 
-    def failing(pixels, queries):
+    def failing(images, queries):
         seen.append(queries)
         if len(seen) == 2:
             raise RuntimeError("second image fails")
-        return detect(pixels, queries)
+        return detect(images, queries)
 
     annotator.detect = failing
     with pytest.raises(RuntimeError):

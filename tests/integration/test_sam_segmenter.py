@@ -13,11 +13,12 @@ import yaml
 from pydantic import ValidationError
 
 from annotators import annotator_class
+from annotators.sam_segmenter import crops
 from engine.masks import polygon_area
 from engine.query import connect
 from engine.records import Phrase, Region, Sample, Text
 from tests.fixtures.common import DEMO_IMAGES, REPO, demo_sample, run_fld
-from tests.fixtures.tiny_models import TINY_SAM_ENCODER, build_tiny_sam
+from tests.fixtures.tiny_models import TINY_SAM_ENCODER, build_tiny_hf_sam, build_tiny_sam
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +26,32 @@ def tiny_sam(tmp_path_factory) -> str:
     return str(build_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth"))
 
 
-def segmenter(checkpoint: str, **options):
-    return annotator_class("sam_segmenter")(
-        checkpoint=checkpoint, model_type="custom", encoder=TINY_SAM_ENCODER, **options
-    )
+def segmenter(**options):
+    """A segment-anything segmenter of the tiny checkpoint (``checkpoint=``), or a
+    transformers one (``model=``)."""
+    if "checkpoint" in options:
+        options = {"model_type": "custom", "encoder": TINY_SAM_ENCODER, **options}
+    return annotator_class("sam_segmenter")(**options)
 
 
-def counting(instance) -> list[int]:
-    """Wrap ``instance._predictor.predict_torch``; returns the list of box counts per call."""
-    calls: list[int] = []
-    original = instance._predictor.predict_torch
+def counting(instance) -> tuple[list[int], list[int]]:
+    """Wrap the backend's image encoder and mask decoder; returns the images per encoder
+    pass and the boxes per decoder call."""
+    encoded: list[int] = []
+    decoded: list[int] = []
+    backend = instance._backend
+    embed, masks = backend.embed, backend.masks
 
-    def predict_torch(*args, **kwargs):
-        calls.append(len(kwargs["boxes"]))
-        return original(*args, **kwargs)
+    def counting_embed(images):
+        encoded.append(len(images))
+        return embed(images)
 
-    instance._predictor.predict_torch = predict_torch
-    return calls
+    def counting_masks(embedded, index, boxes, multimask):
+        decoded.append(len(boxes))
+        return masks(embedded, index, boxes, multimask)
+
+    backend.embed, backend.masks = counting_embed, counting_masks
+    return encoded, decoded
 
 
 def populate(sample: Sample) -> dict[str, object]:
@@ -97,6 +107,15 @@ def test_config_is_validated_before_any_model_loads(tmp_path, tiny_sam):
             model_type="custom",
             encoder={"embed_dim": 32, "depth": 1, "num_heads": 2, "global_attn_indexes": [3]},
         )
+    with pytest.raises(ValidationError, match="either checkpoint"):
+        cls()
+    with pytest.raises(ValidationError, match="either checkpoint"):
+        cls(checkpoint=tiny_sam, model="facebook/sam-vit-base")
+    not_sam = tmp_path / "owl"
+    not_sam.mkdir()
+    (not_sam / "config.json").write_text(json.dumps({"model_type": "owlv2"}))
+    with pytest.raises(ValidationError, match="is a 'owlv2' model"):
+        cls(model=str(not_sam))
     wrong = cls(
         checkpoint=tiny_sam,
         model_type="custom",
@@ -106,16 +125,12 @@ def test_config_is_validated_before_any_model_loads(tmp_path, tiny_sam):
         wrong.setup()
 
 
-def test_tiny_sam_fills_polygons_inside_boxes_in_one_call_per_image(tiny_sam):
-    annotator = segmenter(tiny_sam)
-    annotator.setup()
-    calls = counting(annotator)
-    samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
-    parts = [populate(sample) for sample in samples]
-    annotator.annotate_samples(samples)
-    # One batched call per image, with its distinct boxes: person (shared with a
-    # phrase), the other object region, and the phrase's own box.
-    assert calls == [3, 3]
+@pytest.fixture(scope="module")
+def tiny_hf_sam(tmp_path_factory) -> str:
+    return str(build_tiny_hf_sam(tmp_path_factory.mktemp("hf-sam")))
+
+
+def check_polygons(parts: list[dict]) -> None:
     for part in parts:
         for key in ("person", "thing", "on_person", "own_box"):
             polygon = part[key].polygon
@@ -129,10 +144,57 @@ def test_tiny_sam_fills_polygons_inside_boxes_in_one_call_per_image(tiny_sam):
     assert parts[0]["ocr"].polygon == []
 
 
-def test_phrases_only_and_multimask(tiny_sam):
-    annotator = segmenter(tiny_sam, segment_regions=False, multimask=True, tolerance=4.0)
+@pytest.mark.parametrize("backend", ["segment_anything", "transformers"])
+def test_tiny_sam_fills_polygons_inside_boxes_images_batched(tiny_sam, tiny_hf_sam, backend):
+    model = {"checkpoint": tiny_sam} if backend == "segment_anything" else {"model": tiny_hf_sam}
+    annotator = segmenter(**model)
     annotator.setup()
-    calls = counting(annotator)
+    encoded, decoded = counting(annotator)
+    samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
+    parts = [populate(sample) for sample in samples]
+    annotator.annotate_samples(samples)
+    # Both images in one encoder pass; one batched decoder call per image with its
+    # distinct boxes: person (shared with a phrase), the other object region, and the
+    # phrase's own box.
+    assert encoded == [2] and decoded == [3, 3]
+    check_polygons(parts)
+
+
+def test_segment_anything_polygons_equal_sam_predictors(tiny_sam):
+    """The batched path gives the polygons segment-anything's own SamPredictor gives
+    for the same boxes, image by image."""
+    import numpy as np
+    import torch
+    from segment_anything import SamPredictor
+
+    annotator = segmenter(checkpoint=tiny_sam, batch_size=2)
+    annotator.setup()
+    samples = [demo_sample("bus.jpg"), demo_sample("zidane.jpg")]
+    parts = [populate(sample) for sample in samples]
+    keys = ("person", "thing", "own_box")
+    boxes = [[tuple(map(float, part[key].box)) for key in keys] for part in parts]
+    batched = annotator.segment([s.pixels for s in samples], boxes)
+    predictor = SamPredictor(annotator.build())
+    for sample, image_boxes, polygons in zip(samples, boxes, batched, strict=True):
+        predictor.set_image(sample.pixels)
+        prompts = predictor.transform.apply_boxes_torch(
+            torch.tensor(image_boxes), sample.pixels.shape[:2]
+        )
+        with torch.inference_mode():
+            masks, _, _ = predictor.predict_torch(None, None, prompts, multimask_output=False)
+        expected = [
+            annotator.box_polygon(crop, box)
+            for crop, box in zip(crops(masks[:, 0], image_boxes), image_boxes, strict=True)
+        ]
+        assert polygons == expected
+        assert all(len(polygon) >= 6 for polygon in polygons)
+        assert np.all(masks.numpy().any(axis=(1, 2, 3)))
+
+
+def test_phrases_only_and_multimask(tiny_sam):
+    annotator = segmenter(checkpoint=tiny_sam, segment_regions=False, multimask=True, tolerance=4.0)
+    annotator.setup()
+    _, calls = counting(annotator)
     sample = demo_sample("zidane.jpg")
     part = populate(sample)
     annotator.annotate_samples([sample])
