@@ -96,6 +96,9 @@ class Florence2Regions(Annotator):
         self._florence2 = Florence2(ModelSource(self.model, self.revision, device, self.dtype))
         self._decoding = Decoding(self.max_new_tokens, self.num_beams, dict(self.generate_kwargs))
 
+    def models(self) -> list:
+        return [self._florence2.model]
+
     def annotate(self, images: list[np.ndarray]) -> list[list[Region]]:
         if not images:
             return []

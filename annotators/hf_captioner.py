@@ -156,6 +156,9 @@ class HFCaptioner(SampleAnnotator):
             self._model.to(self._device).eval()
         self._tasks = self.tasks()
 
+    def models(self) -> list:
+        return [self._model]
+
     def tasks(self) -> dict[str, str | None]:
         """The prompt each produced granularity is generated with (``None``: unprompted)."""
         prompts = dict(self.prompts or {})

@@ -127,6 +127,9 @@ class HFGrounder(SampleAnnotator):
         self._backend = backend(self, config)
         self._model = self._backend.model
 
+    def models(self) -> list:
+        return [self._model]
+
     # ------------------------------------------------------------------ annotate
 
     def annotate_samples(self, samples: list[Sample]) -> None:

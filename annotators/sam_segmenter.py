@@ -192,6 +192,9 @@ class SamSegmenter(SampleAnnotator):
         else:
             self._backend = TransformersSamBackend(self, self._device)
 
+    def models(self) -> list:
+        return [self._backend.model]
+
     # ------------------------------------------------------------------ annotate
 
     def annotate_samples(self, samples: list[Sample]) -> None:

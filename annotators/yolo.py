@@ -47,6 +47,8 @@ class YoloDetector(Annotator):
         image_size: inference size (pixels, multiple of 32).
         device: ``auto`` (default: the GPU Ray assigned this worker, else CPU; in-process,
             CUDA if torch sees it), or ``cpu``, ``0``, ``cuda:0``...
+        half: float16 inference (ultralytics' ``half``; CUDA only: ignored on the CPU,
+            where ultralytics runs float32).
         source_name: overrides ``name`` in ``source`` (the refinement loop names its
             students ``student_i<k>``).
     """
@@ -58,6 +60,7 @@ class YoloDetector(Annotator):
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     image_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
     device: str = "auto"
+    half: bool = False
     source_name: str | None = None
 
     @field_validator("weights")
@@ -77,12 +80,21 @@ class YoloDetector(Annotator):
         from ultralytics import YOLO
 
         self._model = YOLO(self.weights, task="detect")
+        self._model.to(self._device)  # now, not at the first batch (placement reads it)
+
+    def models(self) -> list:
+        return [self._model.model]  # ultralytics' YOLO wraps the torch module
 
     def annotate(self, images: list[np.ndarray]) -> list[list[Region]]:
         # ultralytics treats numpy arrays as BGR (OpenCV's order).
         bgr = [np.ascontiguousarray(image[:, :, ::-1]) for image in images]
         predictions = self._model.predict(
-            bgr, conf=self.min_score, imgsz=self.image_size, device=self._device, verbose=False
+            bgr,
+            conf=self.min_score,
+            imgsz=self.image_size,
+            device=self._device,
+            half=self.half and self._device.startswith("cuda"),
+            verbose=False,
         )
         results = []
         for prediction in predictions:

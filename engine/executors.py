@@ -87,10 +87,22 @@ class ModelWorker:
         return [sample.snapshot() for sample in batch], errors
 
     def placement(self) -> dict:
+        """Where this replica runs, as recorded in ``run.json`` (``executor.model_pools``):
+        its process, the device and GPU ids Ray gave it, and the device and dtype of its
+        model's parameters, read from the loaded modules."""
+        parameters = sorted(
+            {
+                f"{parameter.device} {str(parameter.dtype).removeprefix('torch.')}"
+                for module in self.step.models()
+                for parameter in module.parameters()
+            }
+        )
         return {
+            "annotator": self.step.source,
             "pid": os.getpid(),
             "device": self.context.device,
             "gpu_ids": list(self.context.accelerator_ids),
+            "parameters": parameters,
         }
 
 
@@ -148,6 +160,7 @@ class RayExecutor:
         self.address = address
         self.actors: list = []
         self.pool_actors: list = []
+        self.placements: list[dict] = []  # one per model-pool replica, once started
 
     def start_ray(self, pool_cpus: float = 0) -> bool:
         """Initialise Ray unless this process already has; True if we started it. A local
@@ -201,6 +214,8 @@ class RayExecutor:
         started = self.start_ray(sum(pool.resources.num_cpus * pool.replicas for pool in pools))
         try:
             self.pool_actors = self.start_pools(processor, pools) if pools else []
+            # Waits for the replicas' models to load (as the first batch would).
+            self.placements = ray.get([actor.placement.remote() for actor in self.pool_actors])
             actor_class = ray.remote(
                 num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=3
             )(ShardWorker)

@@ -133,6 +133,11 @@ class Step:
             self._counts = Counter()
         return self._counts
 
+    def models(self) -> list:
+        """The torch modules this step loaded in ``setup`` (none by default): where their
+        parameters are is reported with a model pool's placement (``run.json``)."""
+        return []
+
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008 - frozen
         """Load the model. Called once per worker before the first batch."""
 

@@ -334,6 +334,7 @@ def annotate_corpus(
             "kind": config.run.executor,
             "workers": config.run.workers,
             "address": config.run.address,
+            "model_pools": getattr(executor, "placements", []),
         },
         "packages": package_versions(),
         "timings": {

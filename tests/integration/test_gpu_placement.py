@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.query import connect
 from pipelines.annotate import output_config_hash
 from pipelines.config import load_config
 from tests.fixtures.common import DEMO_IMAGES, run_fld
 from tests.fixtures.ray_cluster import start_head, stop_head
+from tests.fixtures.tiny_preset import tiny_preset
 
 PHOTOS = ("bus.jpg", "zidane.jpg", "coffee.jpg", "astronaut.jpg")
 
@@ -111,3 +113,48 @@ def test_where_a_model_runs_does_not_change_the_config_hash():
         None, ["annotators=[{name: yolo, weights: yolov8n.yaml, min_score: 0.5}]"]
     )
     assert output_config_hash(base) != output_config_hash(changed)
+
+
+def test_the_fld5b_preset_runs_end_to_end_with_tiny_models(fake_gpu_cluster, photos, tmp_path):
+    """configs/fld5b-gpu.yaml with its hub ids mapped to tiny local models
+    (tests/fixtures/tiny_preset.py) through ``fld run`` on the fake-GPU cluster: Grounding
+    DINO, transformers SAM and the Florence-2 region specialist included."""
+    out = tmp_path / "corpus"
+    result = run_fld(
+        "run", str(photos), "--out", str(out), "--config", str(tiny_preset(tmp_path)),
+        "--address", fake_gpu_cluster, "--quiet", check=False, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    connection = connect(out)
+
+    def count(query: str) -> int:
+        return connection.execute(query).fetchall()[0][0]
+
+    assert count("SELECT count(*) FROM images") == len(PHOTOS)
+    assert count("SELECT count(*) FROM errors") == 0
+    kinds = connection.execute(
+        "SELECT DISTINCT kind FROM regions WHERE source = 'florence2_regions@1'"
+    ).fetchall()
+    assert {kind for (kind,) in kinds} == {"object", "dense", "ocr"}
+    granularities = connection.execute(
+        "SELECT granularity, count(DISTINCT image_id) FROM texts "
+        "WHERE source = 'hf_captioner@1' GROUP BY ALL"
+    ).fetchall()
+    assert dict(granularities) == dict.fromkeys(("brief", "detailed", "more_detailed"), len(PHOTOS))
+    # Grounding DINO grounded the kept texts' phrases; SAM traced the grounded boxes.
+    assert count("SELECT count(*) FROM phrases WHERE source = 'hf_grounder@1'") > 0
+    grounded = count("SELECT count(*) FROM phrases WHERE kept AND box IS NOT NULL")
+    traced = count(
+        "SELECT count(*) FROM phrases WHERE kept AND box IS NOT NULL AND len(polygon) >= 6"
+    )
+    assert grounded > 0 and traced > 0
+    run_info = json.loads((out / "iteration=0" / "run.json").read_text())
+    models = ["florence2_regions@1", "hf_captioner@1", "hf_grounder@1", "sam_segmenter@1", "yolo@1"]
+    assert set(models) <= set(run_info["annotators"])
+    # Each model step ran in its own actor holding a share of one (fake) GPU; its
+    # parameters are where its config put them (the CPU: these GPUs are fake).
+    pools = run_info["executor"]["model_pools"]
+    assert sorted(pool["annotator"] for pool in pools) == models
+    assert all(len(pool["gpu_ids"]) == 1 and pool["device"] == "cuda:0" for pool in pools)
+    assert all(pool["parameters"] == ["cpu float32"] for pool in pools), pools
+    assert len({pool["pid"] for pool in pools}) == len(models)

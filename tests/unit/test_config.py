@@ -3,6 +3,8 @@ fast on a bad config or ``--out`` is in ``tests/integration/test_config.py``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from filters.confidence import ConfidenceFilter
@@ -196,3 +198,65 @@ def test_empty_file_requires_annotators(tmp_path):
     empty.write_text("")
     with pytest.raises(ConfigError, match="annotators"):
         load_config(empty)
+
+
+@pytest.mark.parametrize(
+    ("annotator", "model_type"),
+    [
+        ({"name": "florence2_regions"}, "owlv2"),
+        ({"name": "hf_grounder"}, "bert"),
+        ({"name": "sam_segmenter"}, "florence2"),
+    ],
+)
+def test_local_model_folder_of_the_wrong_type_names_the_key(tmp_path, annotator, model_type):
+    """A local model folder's config.json is read with the config, before Ray starts or
+    a model loads: a folder of another model type fails naming the key."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+    path = write_yaml(tmp_path / "c.yaml", {"annotators": [{**annotator, "model": str(folder)}]})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "annotators.0.model" in message
+    assert f"is a '{model_type}' model; this annotator takes" in message
+
+
+PRESET = Path(__file__).resolve().parents[2] / "configs" / "fld5b-gpu.yaml"
+
+
+def test_the_fld5b_gpu_preset_validates_once_its_yolo_weights_are_set(tmp_path):
+    with pytest.raises(ConfigError, match="annotators.0.weights"):
+        load_config(PRESET)  # its YOLO path is a placeholder
+    weights = tmp_path / "yolo11x.pt"
+    weights.write_bytes(b"not loaded: validation only checks the file exists")
+    config = load_config(PRESET, [f"annotators.0.weights={weights}"])
+    by_name = {spec.name: spec for spec in config.annotators}
+    assert list(by_name) == [
+        "yolo", "florence2_regions", "rapidocr", "hf_captioner", "phrase_extractor",
+        "hf_grounder", "sam_segmenter",
+    ]  # fmt: skip
+    models = {name: by_name[name].arguments.get("model") for name in by_name}
+    assert (
+        models["florence2_regions"]
+        == models["hf_captioner"]
+        == ("florence-community/Florence-2-large")
+    )
+    assert models["hf_grounder"] == "IDEA-Research/grounding-dino-base"
+    assert models["sam_segmenter"] == "facebook/sam-vit-huge"
+    gpu_steps = [spec for spec in config.annotators if spec.placement().num_gpus > 0]
+    assert {spec.name for spec in gpu_steps} == {
+        "yolo",
+        "florence2_regions",
+        "hf_captioner",
+        "hf_grounder",
+        "sam_segmenter",
+    }
+    assert all(spec.pooled for spec in gpu_steps)
+    # Sized for one GPU; every torch model in half precision.
+    assert sum(spec.placement().num_gpus for spec in gpu_steps) == pytest.approx(1.0)
+    assert by_name["yolo"].arguments["half"] is True
+    assert all(
+        by_name[name].arguments["dtype"] == "float16"
+        for name in ("florence2_regions", "hf_captioner", "hf_grounder", "sam_segmenter")
+    )
