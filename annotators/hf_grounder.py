@@ -75,6 +75,9 @@ class HFGrounder(SampleAnnotator):
         ignored.
     batch_size: images per forward pass (their queries go together).
     max_new_tokens: Florence-2 only: longest output per query, in tokens.
+    text_sources: ground only the phrases of texts from these sources (``name@version``);
+        ``None``: every pending phrase (the refinement loop's Florence-2 student grounds
+        the phrases of its own captions, before the configured grounder takes the rest).
     dtype: ``float32``, or ``float16``/``bfloat16`` on a GPU.
     device: ``auto`` (default: the GPU Ray assigned this worker, else CPU; in-process,
             CUDA if torch sees it), or ``cpu``, ``cuda:0``...
@@ -93,6 +96,7 @@ class HFGrounder(SampleAnnotator):
     min_box_side: Annotated[float, Field(ge=0.0)] = 1.0
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     max_new_tokens: Annotated[int, Field(ge=8, le=4096)] = 64
+    text_sources: list[str] | None = None
     device: str = "auto"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     source_name: str | None = None
@@ -135,7 +139,7 @@ class HFGrounder(SampleAnnotator):
     def annotate_samples(self, samples: list[Sample]) -> None:
         # Detect on every image before changing any sample: if one image fails, the
         # batch is left as it was (the pipeline then retries image by image).
-        work = [(sample, pending_queries(sample)) for sample in samples]
+        work = [(sample, pending_queries(sample, self.text_sources)) for sample in samples]
         work = [(sample, pending) for sample, pending in work if pending is not None]
         detections = []
         for start in range(0, len(work), self.batch_size):
@@ -195,9 +199,13 @@ class HFGrounder(SampleAnnotator):
         return rows
 
 
-def pending_queries(sample: Sample):
-    """``(pending phrases, query index per wording)``, or None if nothing is pending."""
-    pending = [p for p in sample.phrases if p.kept and p.box is None]
+def pending_queries(sample: Sample, text_sources: list[str] | None = None):
+    """``(pending phrases, query index per wording)``, or None if nothing is pending
+    (phrases of texts from ``text_sources`` only, when given)."""
+    pending = [
+        p for p in sample.phrases
+        if p.kept and p.box is None and (text_sources is None or p.text.source in text_sources)
+    ]  # fmt: skip
     if not pending:
         return None
     queries: dict[str, int] = {}

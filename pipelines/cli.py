@@ -242,9 +242,51 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def config_of_iteration(corpus, iteration: int, args: argparse.Namespace):
+    """``--config`` with the overrides, else the config ``iteration`` was made with."""
+    from pydantic import ValidationError
+
+    from pipelines.config import (
+        ConfigError,
+        EngineConfig,
+        apply_override,
+        format_validation_error,
+        load_config,
+        parse_override,
+    )  # fmt: skip
+
+    overrides = overrides_of(args)
+    if args.config:
+        return load_config(args.config, overrides)
+    tree = corpus.run_info(iteration)["config"]
+    for override in overrides:
+        apply_override(tree, *parse_override(override))
+    try:
+        return EngineConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from engine.corpus import Corpus
+    from pipelines.florence2_student import train_florence2
+
+    corpus = Corpus(args.corpus)
+    iteration = corpus.select_iteration(args.iteration)
+    config = config_of_iteration(corpus, iteration, args)
+    summary = train_florence2(
+        corpus, iteration, Path(args.out), config.refine.student.florence2, not args.quiet
+    )
+    print(
+        f"trained on iteration {iteration}: {summary['steps']} steps, loss "
+        f"{summary['loss_first']} -> {summary['loss_last']}, validation loss "
+        f"{summary['val_loss']}; model: {Path(args.out) / 'model'}"
+    )
+    return 0
+
+
 def command_refine(args: argparse.Namespace) -> int:
     from engine.corpus import Corpus
-    from pipelines.config import EngineConfig, apply_override, load_config, parse_override
 
     if args.iterations < 1:
         raise UsageError(f"--iterations: {args.iterations} must be at least 1")
@@ -253,21 +295,7 @@ def command_refine(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.corpus} has no committed iteration 0: run `fld run INPUT --out {args.corpus}` first"
         )
-    overrides = overrides_of(args)
-    if args.config:
-        config = load_config(args.config, overrides)
-    else:  # iteration 0's own config, with the overrides
-        tree = corpus.run_info(0)["config"]
-        for override in overrides:
-            apply_override(tree, *parse_override(override))
-        from pydantic import ValidationError
-
-        from pipelines.config import ConfigError, format_validation_error
-
-        try:
-            config = EngineConfig.model_validate(tree)
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc)) from None
+    config = config_of_iteration(corpus, 0, args)  # by default iteration 0's own config
     check_writable(args.corpus)
     from pipelines.refine import refine_corpus
 
@@ -446,6 +474,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     refine.add_argument("--quiet", action="store_true", help="no progress bars")
     refine.set_defaults(handler=command_refine)
+
+    train = commands.add_parser(
+        "train", help="fine-tune a Florence-2 student on a committed iteration's labels"
+    )
+    train.add_argument("corpus")
+    train.add_argument("--out", required=True, help="folder for the export, checkpoints, model")
+    train.add_argument("--iteration", type=int, help="default: the latest committed")
+    train.add_argument(
+        "--config", help="YAML config whose refine.student.florence2 to use "
+        "(default: the iteration's own config)",
+    )  # fmt: skip
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override a key, e.g. refine.student.florence2.epochs=1",
+    )  # fmt: skip
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=command_train)
 
     diff = commands.add_parser(
         "diff", help="kept labels added, removed and changed between two iterations"

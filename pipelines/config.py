@@ -168,12 +168,89 @@ def build_steps(config: EngineConfig) -> list:
     return [spec.build() for spec in config.annotators] + config.filters.build()
 
 
-class StudentConfig(Strict):
-    """The refinement loop's student: an ultralytics YOLO trained on the kept object
-    regions of the previous iteration. ``model``: the built-in pretrained student
-    (``annotators.student_models.MOBILENET_STUDENT``: ImageNet MobileNetV2 backbone), a
-    model YAML (trained from scratch), or a ``.pt`` to fine-tune."""
+FLORENCE2_TASKS = (
+    "<CAPTION>",
+    "<DETAILED_CAPTION>",
+    "<MORE_DETAILED_CAPTION>",
+    "<OD>",
+    "<DENSE_REGION_CAPTION>",
+    "<REGION_PROPOSAL>",
+    "<OCR>",
+    "<OCR_WITH_REGION>",
+    "<CAPTION_TO_PHRASE_GROUNDING>",
+    "<REFERRING_EXPRESSION_SEGMENTATION>",
+    "<REGION_TO_SEGMENTATION>",
+)  # fmt: skip  (the florence2 export's tasks: pipelines/exports/florence2.py)
 
+
+class Florence2StudentConfig(Strict):
+    """The Florence-2 student (``refine.student.kind: florence2``, and ``fld train``):
+    a transformers ``Florence2ForConditionalGeneration`` fine-tuned on an iteration's
+    ``florence2`` export (``pipelines/florence2_student.py``).
+
+    - ``model``: hub id (``florence-community/Florence-2-base``, from the local hub cache)
+      or local folder of a native transformers Florence-2; checked when read.
+    - ``epochs``, ``batch`` (examples per forward pass), ``accumulate`` (passes per
+      optimizer step), ``learning_rate``, ``weight_decay``, ``warmup_steps`` (linear warm-up,
+      then linear decay to 0), ``max_target_tokens`` (longer targets are cut).
+    - ``task_weights``: per task token, how often its lines are used per epoch (0: never,
+      0.5: half of them, 2: each twice); tasks not named weigh 1.
+    - ``val_fraction``: images whose ``image_id`` hash falls under it are held out
+      (validation loss), the same images whatever the run.
+    - ``seed``; ``device`` (``auto``: CUDA if torch sees it); ``mixed_precision``
+      (bfloat16 autocast on CUDA; ignored on the CPU); ``checkpoint_every`` optimizer
+      steps (a killed training resumes from the last one); ``shuffle_buffer`` lines.
+    - ``texts``: how the trained student's captions join the specialists' in the next
+      iteration: ``add`` (both written, both judged by the text filter), ``replace`` (the
+      other captioners are left out of the iteration), ``none`` (no student captions).
+    - ``max_new_tokens``, ``num_beams``: the student's generation when it annotates.
+    """
+
+    model: str = "florence-community/Florence-2-base"
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 3
+    batch: Annotated[int, Field(ge=1, le=1024)] = 8
+    accumulate: Annotated[int, Field(ge=1, le=1024)] = 1
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-5
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    max_target_tokens: Annotated[int, Field(ge=8, le=4096)] = 512
+    task_weights: dict[str, Annotated[float, Field(ge=0.0, le=100.0)]] = Field(default_factory=dict)
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True
+    checkpoint_every: Annotated[int, Field(ge=1)] = 200
+    shuffle_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    texts: Literal["add", "replace", "none"] = "add"
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 256
+    num_beams: Annotated[int, Field(ge=1, le=64)] = 1
+
+    @field_validator("model")
+    @classmethod
+    def _florence2_model(cls, model: str) -> str:
+        from annotators.base import model_folder_of_type
+
+        return model_folder_of_type(model, ("florence2",))
+
+    @field_validator("task_weights")
+    @classmethod
+    def _known_tasks(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(FLORENCE2_TASKS))
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; known: {list(FLORENCE2_TASKS)}")
+        return weights
+
+
+class StudentConfig(Strict):
+    """The refinement loop's student. ``kind: yolo`` (default): an ultralytics YOLO trained
+    on the kept object regions of the previous iteration; ``model``: the built-in
+    pretrained student (``annotators.student_models.MOBILENET_STUDENT``: ImageNet
+    MobileNetV2 backbone), a model YAML (trained from scratch), or a ``.pt`` to fine-tune.
+    ``kind: florence2``: the multitask student of ``florence2`` (``Florence2StudentConfig``),
+    trained on every task of the previous iteration's Florence-2 export."""
+
+    kind: Literal["yolo", "florence2"] = "yolo"
+    florence2: Florence2StudentConfig = Florence2StudentConfig()
     model: str = MOBILENET_STUDENT
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 30
     image_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 320

@@ -16,6 +16,17 @@ Iteration k (1 <= k <= N), for every k not yet committed:
    ``student_i<k>@1``) annotates every image. The filters then decide again, fusing the
    student's boxes with the specialists' (``filters.fusion``), and the captioners,
    phrases and masks are made again from the new kept regions.
+With ``refine.student.kind: florence2`` the student is a Florence-2 fine-tuned on every
+task of iteration k-1's ``florence2`` export (``pipelines.florence2_student``, under
+``models/iteration=k/florence2``; a killed training resumes from its last checkpoint),
+and in iteration k it runs every task it was trained on through the engine's own
+Florence-2 steps, all under the source ``student_f2_i<k>@1``: ``florence2_regions``
+(objects, dense region captions, OCR lines with quads), ``hf_captioner`` (the caption
+granularities; ``refine.student.florence2.texts`` says whether they are added to the
+specialists' captions, replace them, or are not written) and ``hf_grounder`` (its own
+captions' phrases, with ``<CAPTION_TO_PHRASE_GROUNDING>``; other phrases are grounded by
+the configured grounder as before).
+
 3. **Commit**: iteration k gets its own ``run.json`` (with the student's training
    summary) and ``_COMMITTED``, and is compacted if it is large (``annotate_corpus``,
    ``run.compact_rows``); earlier iterations are never touched. An interrupted iteration
@@ -56,6 +67,59 @@ def specialist_sources(config: EngineConfig) -> list[str]:
     return [spec.build().source for spec in config.annotators if is_specialist(spec)]
 
 
+STUDENT_PREFIX = "student_"
+REGION_TASKS = {"<OD>": "od", "<DENSE_REGION_CAPTION>": "dense_region_caption",
+                "<OCR_WITH_REGION>": "ocr_with_region"}  # fmt: skip
+CAPTION_TASKS = {"<CAPTION>": "brief", "<DETAILED_CAPTION>": "detailed",
+                 "<MORE_DETAILED_CAPTION>": "more_detailed"}  # fmt: skip
+CAPTIONERS = ("region_captioner", "hf_captioner")
+
+
+def is_student(entry: dict) -> bool:
+    return (entry.get("source_name") or "").startswith(STUDENT_PREFIX)
+
+
+def last_index(annotators: list[dict], stage: str) -> int:
+    """The index after the last annotator of ``stage`` (or of an earlier stage)."""
+    from engine.steps import STAGES
+
+    order = STAGES.index(stage)
+    found = [
+        i for i, a in enumerate(annotators)
+        if STAGES.index(annotator_class(a["name"]).stage) <= order
+    ]  # fmt: skip
+    return max(found) + 1 if found else 0
+
+
+def florence2_student_entries(config: EngineConfig, iteration: int, student: Path) -> dict:
+    """The Florence-2 student's steps for iteration ``iteration``, by stage: what it was
+    trained on (its ``train.json``) decides which tasks it runs."""
+    settings = config.refine.student.florence2
+    trained = set(json.loads((student.parent / "train.json").read_text())["examples_per_task"])
+    common = {
+        "model": str(student),
+        "source_name": f"student_f2_i{iteration}",
+        "max_new_tokens": settings.max_new_tokens,
+    }
+    entries: dict[str, dict] = {}
+    tasks = [task for token, task in REGION_TASKS.items() if token in trained]
+    if tasks:
+        entries["regions"] = {
+            "name": "florence2_regions", **common, "tasks": tasks, "num_beams": settings.num_beams,
+        }  # fmt: skip
+    granularities = [g for token, g in CAPTION_TASKS.items() if token in trained]
+    if granularities and settings.texts != "none":
+        entries["texts"] = {
+            "name": "hf_captioner", **common, "granularities": granularities,
+            "num_beams": settings.num_beams,
+        }  # fmt: skip
+    if "<CAPTION_TO_PHRASE_GROUNDING>" in trained and "texts" in entries:
+        entries["phrases"] = {
+            "name": "hf_grounder", **common, "text_sources": [f"student_f2_i{iteration}@1"],
+        }  # fmt: skip
+    return entries
+
+
 def iteration_config(
     config: EngineConfig, corpus: Corpus, iteration: int, student: Path
 ) -> EngineConfig:
@@ -77,23 +141,36 @@ def iteration_config(
                 )
                 replay_added = True
             continue
-        if spec.name == "yolo" and (spec.arguments.get("source_name") or "").startswith(
-            "student_i"
-        ):
+        entry = spec.model_dump(mode="json", exclude_none=True)
+        if is_student(entry):
             continue  # an earlier iteration's student: replaced by this one
-        annotators.append(spec.model_dump(mode="json", exclude_none=True))
-    student_entry = {
-        "name": "yolo",
-        "weights": str(student),
-        "source_name": f"student_i{iteration}",
-        "min_score": refine.student.min_score,
-        "image_size": refine.student.image_size,
-        "device": refine.student.device,
-    }
-    regions_end = max(
-        i for i, a in enumerate(annotators) if annotator_class(a["name"]).stage == "regions"
-    )
-    annotators.insert(regions_end + 1, student_entry)
+        if (
+            refine.student.kind == "florence2"
+            and refine.student.florence2.texts == "replace"
+            and spec.name in CAPTIONERS
+        ):
+            continue  # the student's captions replace the other captioners'
+        annotators.append(entry)
+    if refine.student.kind == "florence2":
+        entries = florence2_student_entries(config, iteration, student)
+    else:
+        entries = {
+            "regions": {
+                "name": "yolo",
+                "weights": str(student),
+                "source_name": f"student_i{iteration}",
+                "min_score": refine.student.min_score,
+                "image_size": refine.student.image_size,
+                "device": refine.student.device,
+            }
+        }
+    for stage in ("regions", "texts"):
+        if stage in entries:
+            annotators.insert(last_index(annotators, stage), entries[stage])
+    if "phrases" in entries:  # before the other grounders: it grounds its own texts' phrases
+        extractors = [i for i, a in enumerate(annotators) if a["name"] == "phrase_extractor"]
+        at = extractors[0] + 1 if extractors else last_index(annotators, "phrases")
+        annotators.insert(at, entries["phrases"])
     tree["annotators"] = annotators
     tree["run"]["iteration"] = iteration
     fusion = tree["filters"].setdefault("fusion", {})
@@ -149,12 +226,34 @@ def validation_map50(metrics) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
+def train_florence2_student(
+    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
+) -> Path:
+    """Train (or resume, or find trained) the Florence-2 student of ``iteration`` on
+    iteration-1's export; returns its model folder. Its ``student.json`` is the training
+    summary. (Its weights are safetensors and load without ``trust_remote_code``: loading
+    them runs no code, so they need no trust check.)"""
+    from pipelines.florence2_student import train_florence2
+
+    folder = corpus.root / "models" / f"iteration={iteration}"
+    if show_progress and not (folder / "florence2" / "train.json").exists():
+        print(f"iteration {iteration}: training the Florence-2 student", file=sys.stderr)
+    summary = train_florence2(
+        corpus, iteration - 1, folder / "florence2", config.refine.student.florence2, show_progress
+    )
+    atomic_write_json(folder / "student.json", {k: v for k, v in summary.items() if k != "losses"})
+    return folder / "florence2" / "model"
+
+
 def train_student(
     corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
 ) -> Path:
     """Train (or find already trained) the student of ``iteration`` on iteration-1's
     kept object regions; returns the path of its weights (checked: ``check_student_weights``)."""
     from pipelines.exports import export_corpus
+
+    if config.refine.student.kind == "florence2":
+        return train_florence2_student(corpus, iteration, config, show_progress)
 
     folder = corpus.root / "models" / f"iteration={iteration}"
     weights = folder / "student.pt"
@@ -261,7 +360,8 @@ def refine_corpus(
             continue
         student = train_student(corpus, iteration, config, show_progress)
         iteration_cfg = iteration_config(config, corpus, iteration, student)
-        notes = {"student": json.loads((student.parent / "student.json").read_text())}
+        summary_folder = student.parent.parent if student.is_dir() else student.parent
+        notes = {"student": json.loads((summary_folder / "student.json").read_text())}
         summaries.append(
             annotate_corpus(iteration_cfg, input_path, str(corpus.root), show_progress, notes)
         )

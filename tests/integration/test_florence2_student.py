@@ -1,0 +1,210 @@
+"""The Florence-2 student (pipelines/florence2_student.py) with a tiny Florence-2 built
+offline (tests/fixtures/hf_tiny.py; its tokenizer learns the corpus's words), on a small
+corpus of generated scenes made by the offline default config:
+
+- it learns: trained on 8 images its loss falls by at least half, and on those images
+  its ``<OD>`` output, parsed with the processor's own ``post_process_generation``,
+  recovers at least 80% of the target boxes at IoU 0.5, and its ``<CAPTION>`` output equals
+  the target for most images (an overfit check of data, targets and decoding end to end);
+- ``fld train`` killed after a checkpoint resumes to the same weights as a run that was
+  never killed;
+- ``fld refine --iterations 1`` with the Florence-2 student runs on Ray: its rows are in
+  iteration 1 under its own source, and some of its boxes are fused with a specialist's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.boxes import iou_matrix
+from engine.corpus import Corpus
+from engine.query import connect
+from engine.scenes import generate_scenes
+from pipelines.config import Florence2StudentConfig, load_config
+from tests.fixtures.common import BIN, run_fld, wait_for
+from tests.fixtures.hf_tiny import build_tiny_florence2
+
+# Only the tasks the overfit check reads: the others (dense captions, OCR, grounding,
+# segmentation) are trained in the refine test.
+OTHER_TASKS = [
+    "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<DENSE_REGION_CAPTION>",
+    "<REGION_PROPOSAL>", "<OCR>", "<OCR_WITH_REGION>", "<CAPTION_TO_PHRASE_GROUNDING>",
+    "<REFERRING_EXPRESSION_SEGMENTATION>", "<REGION_TO_SEGMENTATION>",
+]  # fmt: skip
+LEFT_OUT = [  # the refine test's student trains on the others
+    "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<DENSE_REGION_CAPTION>",
+    "<REGION_PROPOSAL>", "<OCR>", "<REFERRING_EXPRESSION_SEGMENTATION>",
+    "<REGION_TO_SEGMENTATION>",
+]  # fmt: skip
+TRAINING = {"batch": 8, "learning_rate": 1e-3, "warmup_steps": 5, "val_fraction": 0.0,
+            "device": "cpu"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scenes_corpus(tmp_path_factory) -> Path:
+    """8 generated scenes annotated by the offline default config, in process."""
+    from pipelines.annotate import annotate_corpus
+
+    root = tmp_path_factory.mktemp("student")
+    generate_scenes(root / "scenes", 8, seed=0)
+    config = load_config(None, ["run.executor=local", "run.shard_size=8"])
+    annotate_corpus(config, str(root / "scenes" / "images"), str(root / "corpus"), False)
+    return root / "corpus"
+
+
+@pytest.fixture(scope="module")
+def tiny_student(scenes_corpus, tmp_path_factory) -> Path:
+    """A tiny Florence-2 whose tokenizer learned the corpus's texts and labels."""
+    from pipelines.exports import export_corpus
+
+    folder = tmp_path_factory.mktemp("tiny-student")
+    export_corpus(scenes_corpus, "florence2", folder / "export", iteration=0)
+    lines = [json.loads(line) for line in (folder / "export" / "florence2.jsonl").open()]
+    words = tuple(re.sub(r"<loc_\d+>", " ", line["target"]) for line in lines)
+    return build_tiny_florence2(folder / "model", sentences=words, width=64, expressive=False)
+
+
+@pytest.fixture(scope="module")
+def overfit(scenes_corpus, tiny_student, tmp_path_factory) -> Path:
+    """The tiny student trained on the 8 images' captions and objects (300 epochs of one
+    batch: about a minute on one CPU core); the training folder."""
+    from pipelines.florence2_student import train_florence2
+
+    out = tmp_path_factory.mktemp("overfit") / "train"
+    settings = Florence2StudentConfig(
+        model=str(tiny_student), epochs=300, task_weights=dict.fromkeys(OTHER_TASKS, 0.0),
+        checkpoint_every=10_000, **TRAINING,
+    )  # fmt: skip
+    train_florence2(Corpus(scenes_corpus), 0, out, settings, show_progress=False)
+    return out
+
+
+def test_a_tiny_florence2_overfits_eight_images(scenes_corpus, overfit):
+    from PIL import Image
+
+    from annotators.florence2_model import Florence2, ModelSource
+    from annotators.hf_generation import Decoding, decode_text
+
+    corpus = Corpus(scenes_corpus)
+    summary = json.loads((overfit / "train.json").read_text())
+    assert summary["loss_last"] <= summary["loss_first"] / 2, summary
+    assert set(summary["examples_per_task"]) == {"<CAPTION>", "<OD>"}
+    florence2 = Florence2(ModelSource(str(overfit / "model")))
+    lines = [json.loads(line) for line in (overfit / "export" / "florence2.jsonl").open()]
+    captions_equal = captions = recovered = targets = 0
+    for line in lines:
+        if line["task"] not in ("<CAPTION>", "<OD>"):
+            continue
+        image = Image.fromarray(corpus.load_image(line["image"], 0))
+        (output,) = florence2.generate(
+            florence2.encode([image]), [line["task"]], Decoding(max_new_tokens=128)
+        )
+        if line["task"] == "<CAPTION>":
+            captions += 1
+            captions_equal += decode_text(florence2.processor, output) == line["target"]
+            continue
+        size = (line["width"], line["height"])
+        wanted = florence2.processor.post_process_generation(
+            text=line["target"], task="<OD>", image_size=size
+        )["<OD>"]["bboxes"]
+        found = florence2.parse(output, "<OD>", size).get("bboxes", [])
+        targets += len(wanted)
+        if wanted and found:
+            recovered += int((iou_matrix(wanted, found).max(axis=1) >= 0.5).sum())
+    assert captions == 8 and targets >= 8
+    assert recovered >= 0.8 * targets, (recovered, targets)
+    assert captions_equal > captions / 2, (captions_equal, captions)
+
+
+def train_command(corpus: Path, student: Path, out: Path) -> list[str]:
+    return [
+        str(BIN / "fld"), "train", str(corpus), "--out", str(out), "--quiet",
+        "--set", f"refine.student.florence2.model={student}",
+        "--set", "refine.student.florence2.epochs=6",
+        "--set", f"refine.student.florence2.task_weights={dict.fromkeys(OTHER_TASKS, 0)}",
+        "--set", "refine.student.florence2.batch=4",
+        "--set", "refine.student.florence2.checkpoint_every=2",
+        "--set", "refine.student.florence2.device=cpu",
+        "--set", "refine.student.florence2.learning_rate=0.001",
+    ]  # fmt: skip
+
+
+def weights_of(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model" / "model.safetensors")
+
+
+def test_a_killed_training_resumes_to_the_same_weights(scenes_corpus, tiny_student, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    clean = tmp_path / "clean"
+    subprocess.run(train_command(scenes_corpus, tiny_student, clean), check=True, env=env)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        train_command(scenes_corpus, tiny_student, killed), env=env, start_new_session=True
+    )
+    assert wait_for(lambda: (killed / "checkpoint.json").exists(), timeout=300, interval=0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "train.json").exists()  # killed before the end
+    step = json.loads((killed / "checkpoint.json").read_text())["step"]
+    resumed = subprocess.run(train_command(scenes_corpus, tiny_student, killed), env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((killed / "train.json").read_text())
+    assert summary["steps"] == json.loads((clean / "train.json").read_text())["steps"] > step
+    expected, got = weights_of(clean), weights_of(killed)
+    assert expected.keys() == got.keys()
+    assert all(np.array_equal(expected[k].numpy(), got[k].numpy()) for k in expected)
+
+
+def test_refine_with_the_florence2_student_on_ray(ray_address, scenes_corpus, overfit, tmp_path):
+    """The student starts from the overfit model (so that it knows the images' objects
+    after a short training) and trains 10 epochs on objects, captions, OCR lines and
+    grounding."""
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(scenes_corpus, corpus)
+    started = time.time()
+    run_fld(
+        "refine", str(corpus), "--iterations", "1", "--address", ray_address, "--quiet",
+        "--set", "run.executor=ray",
+        "--set", "refine.student.kind=florence2",
+        "--set", f"refine.student.florence2.model={overfit / 'model'}",
+        "--set", "refine.student.florence2.epochs=10",
+        "--set", f"refine.student.florence2.task_weights={dict.fromkeys(LEFT_OUT, 0)}",
+        "--set", "refine.student.florence2.batch=8",
+        "--set", "refine.student.florence2.learning_rate=0.001",
+        "--set", "refine.student.florence2.val_fraction=0",
+        "--set", "refine.student.florence2.device=cpu",
+        "--set", "refine.student.florence2.max_new_tokens=96",
+        timeout=900,
+    )  # fmt: skip
+    assert time.time() - started < 900
+    connection = connect(corpus)
+    source = "student_f2_i1@1"
+    by_kind = dict(connection.execute(
+        "SELECT kind, count(*) FROM regions WHERE iteration = 1 AND source = ? GROUP BY ALL",
+        [source]).fetchall())  # fmt: skip
+    assert by_kind.get("object", 0) > 0, by_kind
+    texts = connection.execute(
+        "SELECT count(*) FROM texts WHERE iteration = 1 AND source = ?", [source]
+    ).fetchall()[0][0]
+    assert texts > 0
+    fused = connection.execute(
+        "SELECT count(*) FROM regions WHERE iteration = 1 AND n_sources = 2 "
+        "AND list_contains(sources, ?)", [source]
+    ).fetchall()[0][0]  # fmt: skip
+    assert fused > 0
+    student = json.loads((corpus / "iteration=1" / "run.json").read_text())["student"]
+    assert student["kind"] == "florence2" and student["trained_on_iteration"] == 0
