@@ -109,7 +109,11 @@ class Florence2:
             + tokenizer.eos_token
             for prompt in prompts
         ]
-        batch = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        positions = int(self.model.config.text_config.max_position_embeddings)
+        batch = tokenizer(
+            texts, add_special_tokens=False, padding=True, truncation=True,
+            max_length=positions, return_tensors="pt",
+        )  # fmt: skip
         input_ids = batch["input_ids"].to(self.device)
         with torch.inference_mode():
             embeds = self.model.get_input_embeddings()(input_ids)

@@ -18,8 +18,9 @@ the validation split when its ``image_id``'s hash falls under ``val_fraction``; 
 lines are repeated or thinned per ``task_weights``, shuffled within a
 ``shuffle_buffer``-line window, batched, their images read through the corpus
 (``Corpus.load_image``, decoded as the iteration decoded them, so coordinates apply). The
-inputs are the processor's ``(images, prompt)``; the labels are the tokenized target
-(``<s> target </s>``, padding ignored), cut at ``max_target_tokens``.
+inputs are the processor's ``(images, prompt)`` (a prompt too long for the model's
+positions is cut at its end); the labels are the tokenized target (``<s> target </s>``,
+padding ignored), cut at ``max_target_tokens`` or the model's positions.
 
 Optimisation: AdamW, linear warm-up then linear decay, gradients clipped at norm 1,
 ``accumulate`` batches per step; on CUDA with ``mixed_precision``, bfloat16 autocast.
@@ -107,11 +108,13 @@ def batches(examples: Iterable[dict], size: int) -> Iterator[list[dict]]:
 class Collator:
     """Examples to model inputs: the processor's pixels and prompt tokens, target labels."""
 
-    def __init__(self, processor, corpus: Corpus, iteration: int, max_target_tokens: int):
+    def __init__(self, processor, corpus: Corpus, iteration: int, max_tokens: tuple[int, int]):
+        """``max_tokens``: the longest encoder input (image tokens + prompt; a longer
+        prompt is cut at its end) and the longest target."""
         from engine.sources import ByteReader
 
         self.processor, self.corpus, self.iteration = processor, corpus, iteration
-        self.max_target_tokens = max_target_tokens
+        self.max_input_tokens, self.max_target_tokens = max_tokens
         self.reader = ByteReader()
         self._images: dict[str, object] = {}
 
@@ -132,6 +135,8 @@ class Collator:
             text=[example["prompt"] for example in examples],
             return_tensors="pt",
             padding=True,
+            truncation=True,
+            max_length=self.max_input_tokens,
         )
         labels = tokenizer(
             [example["target"] for example in examples],
@@ -232,7 +237,10 @@ def train_florence2(
     source = checkpoint[0] if checkpoint else settings.model
     model = Florence2ForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
     model.to(device).train()
-    collator = Collator(processor, corpus, iteration, settings.max_target_tokens)
+    positions = int(model.config.text_config.max_position_embeddings)
+    collator = Collator(
+        processor, corpus, iteration, (positions, min(settings.max_target_tokens, positions))
+    )
     per_epoch = sum(1 for _ in epoch_examples(export, settings, 0))
     if per_epoch == 0:
         raise CorpusError(f"iteration {iteration}: every exported line is in the validation split")

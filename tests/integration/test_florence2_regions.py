@@ -1,20 +1,18 @@
 """The Florence-2 region specialist with the tiny random Florence-2 that
 ``tests/fixtures/hf_tiny.py`` builds offline (its tokenizer has Florence-2's location
 tokens, and its decoder may emit them): the parse of known outputs through the real
-processor, each image encoded once for the three tasks, and ``fld run`` on Ray."""
+processor, and each image encoded once for the three tasks. Through ``fld run`` on Ray it
+runs in ``tests/integration/test_gpu_placement.py``'s preset test."""
 
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
-import yaml
 
 from annotators import annotator_class
 from annotators.hf_generation import Generated
-from engine.query import connect
-from tests.fixtures.common import DEMO_IMAGES, REPO, demo_sample, run_fld
+from tests.fixtures.common import demo_sample
 from tests.fixtures.hf_tiny import build_tiny_florence2
 
 SOURCE = "florence2_regions@1"
@@ -98,32 +96,3 @@ def test_each_image_is_encoded_once_for_all_tasks(specialist):
             assert 0 <= region.y0 < region.y1 <= sample.height
             assert "<" not in region.label and "loc_" not in region.label
     assert kinds == {"object", "dense", "ocr"}  # the random model located something in each
-
-
-def test_fld_run_with_the_florence2_specialist_on_ray(ray_address, tiny_florence2, tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("bus.jpg", "zidane.jpg"):
-        shutil.copy(DEMO_IMAGES / name, folder / name)
-    config = yaml.safe_load((REPO / "pipelines" / "default_config.yaml").read_text())
-    config["annotators"].insert(
-        0, {"name": "florence2_regions", "model": tiny_florence2, "max_new_tokens": 48}
-    )
-    config["run"].update({"shard_size": 1, "batch_size": 2, "workers": 1})
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    out = tmp_path / "corpus"
-    run_fld(
-        "run", str(folder), "--out", str(out), "--config", str(path),
-        "--address", ray_address, "--quiet",
-    )  # fmt: skip
-    connection = connect(out)
-    rows = connection.execute(
-        "SELECT r.kind, r.box, r.quad, i.width, i.height FROM regions r "
-        "JOIN images i USING (image_id) WHERE r.source = ?",
-        [SOURCE],
-    ).fetchall()
-    assert {kind for kind, *_ in rows} == {"object", "dense", "ocr"}
-    for kind, box, quad, width, height in rows:
-        assert 0 <= box["x0"] < box["x1"] <= width and 0 <= box["y0"] < box["y1"] <= height
-        assert (quad is not None and len(quad) == 8) == (kind == "ocr")

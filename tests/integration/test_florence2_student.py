@@ -45,7 +45,7 @@ LEFT_OUT = [  # the refine test's student trains on the others
     "<REGION_PROPOSAL>", "<OCR>", "<REFERRING_EXPRESSION_SEGMENTATION>",
     "<REGION_TO_SEGMENTATION>",
 ]  # fmt: skip
-TRAINING = {"batch": 8, "learning_rate": 1e-3, "warmup_steps": 5, "val_fraction": 0.0,
+TRAINING = {"batch": 8, "learning_rate": 2e-3, "warmup_steps": 5, "val_fraction": 0.0,
             "device": "cpu"}  # fmt: skip
 
 
@@ -70,7 +70,9 @@ def tiny_student(scenes_corpus, tmp_path_factory) -> Path:
     export_corpus(scenes_corpus, "florence2", folder / "export", iteration=0)
     lines = [json.loads(line) for line in (folder / "export" / "florence2.jsonl").open()]
     words = tuple(re.sub(r"<loc_\d+>", " ", line["target"]) for line in lines)
-    return build_tiny_florence2(folder / "model", sentences=words, width=64, expressive=False)
+    return build_tiny_florence2(
+        folder / "model", sentences=words, width=64, image_size=96, expressive=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +131,7 @@ def train_command(corpus: Path, student: Path, out: Path) -> list[str]:
     return [
         str(BIN / "fld"), "train", str(corpus), "--out", str(out), "--quiet",
         "--set", f"refine.student.florence2.model={student}",
-        "--set", "refine.student.florence2.epochs=6",
+        "--set", "refine.student.florence2.epochs=4",
         "--set", f"refine.student.florence2.task_weights={dict.fromkeys(OTHER_TASKS, 0)}",
         "--set", "refine.student.florence2.batch=4",
         "--set", "refine.student.florence2.checkpoint_every=2",

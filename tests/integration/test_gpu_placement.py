@@ -132,10 +132,14 @@ def test_the_fld5b_preset_runs_end_to_end_with_tiny_models(fake_gpu_cluster, pho
 
     assert count("SELECT count(*) FROM images") == len(PHOTOS)
     assert count("SELECT count(*) FROM errors") == 0
-    kinds = connection.execute(
-        "SELECT DISTINCT kind FROM regions WHERE source = 'florence2_regions@1'"
+    rows = connection.execute(
+        "SELECT r.kind, r.x0, r.y0, r.x1, r.y1, r.quad, i.width, i.height FROM regions r "
+        "JOIN images i USING (image_id) WHERE r.source = 'florence2_regions@1'"
     ).fetchall()
-    assert {kind for (kind,) in kinds} == {"object", "dense", "ocr"}
+    assert {row[0] for row in rows} == {"object", "dense", "ocr"}
+    for kind, x0, y0, x1, y1, quad, width, height in rows:
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert (quad is not None and len(quad) == 8) == (kind == "ocr")
     granularities = connection.execute(
         "SELECT granularity, count(DISTINCT image_id) FROM texts "
         "WHERE source = 'hf_captioner@1' GROUP BY ALL"
