@@ -98,49 +98,63 @@ def engine_counts(corpus: Path) -> dict:
     return dict(zip(("images", "regions", "kept_regions", "texts", "phrases"), row, strict=True))
 
 
-def run(quick: bool = False, images_dir: Path | None = None, n_images: int | None = None) -> dict:
+def run(
+    quick: bool = False,
+    images_dir: Path | None = None,
+    n_images: int | None = None,
+    repeats: int = 3,
+) -> dict:
+    """Both arms ``repeats`` times, alternating which runs first; ``speedup`` is the
+    median of the per-repeat ratios (naive / fld run), ``spread`` their min and max."""
+    import statistics
+
     import workload
 
     n_images = n_images or (8 if quick else 48)
     shard_size = max(1, n_images // 6)
+    runs = []
     with tempfile.TemporaryDirectory(prefix="fld-naive-") as temporary:
         tmp = Path(temporary)
         images = workload.image_folders([n_images], images_dir, tmp)[n_images]
-        print(f"  naive_json: naive script on {n_images} images ...", flush=True)
-        naive_s, stdout = timed(
-            [sys.executable, __file__, "--naive", str(images), str(tmp / "json")]
-        )
-        naive_counts = json.loads(stdout.strip().splitlines()[-1])
-        print(f"  naive_json: fld run on {n_images} images ...", flush=True)
-        engine_s, _ = timed(
-            [
-                str(FLD),
-                "run",
-                str(images),
-                "--out",
-                str(tmp / "corpus"),
-                "--shard-size",
-                str(shard_size),
-                "--workers",
-                "2",
-            ]
-        )
-        counts = engine_counts(tmp / "corpus")
+        for repeat in range(repeats):
+            arms = ("naive", "fld run") if repeat % 2 == 0 else ("fld run", "naive")
+            seconds = {}
+            for arm in arms:
+                out = tmp / f"{arm.replace(' ', '_')}_{repeat}"
+                print(
+                    f"  naive_json: repeat {repeat + 1}, {arm} on {n_images} images ...", flush=True
+                )
+                if arm == "naive":
+                    seconds[arm], stdout = timed(
+                        [sys.executable, __file__, "--naive", str(images), str(out)]
+                    )
+                    naive_counts = json.loads(stdout.strip().splitlines()[-1])
+                else:
+                    seconds[arm], _ = timed(
+                        [str(FLD), "run", str(images), "--out", str(out), "--shard-size",
+                         str(shard_size), "--workers", "2"]
+                    )  # fmt: skip
+                    counts = engine_counts(out)
+            runs.append({"first": arms[0], "naive_s": seconds["naive"],
+                         "fld_run_s": seconds["fld run"],
+                         "ratio": seconds["naive"] / seconds["fld run"]})  # fmt: skip
+    ratios = [entry["ratio"] for entry in runs]
     same = naive_counts == counts
     notes = [
         f"naive_json: {n_images} images; naive = one process, images one at a time through "
         f"the default config's annotators and filters, library default threads "
         f"({os.cpu_count()}), one JSON file per image; fld run = 2 workers x 1 thread, batch 8, "
         f"shards of {shard_size}; both timed launch to exit (imports and model loading "
-        f"included). naive {naive_s:.1f}s, fld run {engine_s:.1f}s. Same labels: "
+        f"included); {repeats} repeats, arms alternating which runs first, median ratio "
+        f"{statistics.median(ratios):.3f}. Same labels: "
         + ("yes" if same else f"NO (naive {naive_counts}, fld run {counts})")
     ]
     return {
         "n_images": n_images,
         "shard_size": shard_size,
-        "naive_s": naive_s,
-        "fld_run_s": engine_s,
-        "speedup": naive_s / engine_s,
+        "runs": runs,
+        "speedup": statistics.median(ratios),
+        "speedup_per_repeat": ratios,
         "naive_counts": naive_counts,
         "fld_run_counts": counts,
         "same_labels": same,

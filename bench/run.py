@@ -409,9 +409,15 @@ def bench_naive_json(ctx: argparse.Namespace) -> dict:
     """A naive per-image JSON script against ``fld run`` (bench/naive_json.py)."""
     import naive_json
 
-    result = naive_json.run(quick=ctx.quick, images_dir=ctx.images_dir, n_images=ctx.n_images)
+    result = naive_json.run(
+        quick=ctx.quick, images_dir=ctx.images_dir, n_images=ctx.n_images, repeats=ctx.repeats
+    )
     headlines = [
-        headline("naive per-image JSON script time / fld run time", result["speedup"]),
+        headline(
+            "naive per-image JSON script time / fld run time",
+            result["speedup"],
+            per_repeat=result["speedup_per_repeat"],
+        ),
     ]
     return {"headlines": headlines, "notes": result.pop("notes"), "measurements": result}
 

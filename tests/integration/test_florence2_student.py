@@ -171,7 +171,7 @@ def test_a_killed_training_resumes_to_the_same_weights(scenes_corpus, tiny_stude
 
 def test_refine_with_the_florence2_student_on_ray(ray_address, scenes_corpus, overfit, tmp_path):
     """The student starts from the overfit model (so that it knows the images' objects
-    after a short training) and trains 10 epochs on objects, captions, OCR lines and
+    after a short training) and trains 3 epochs on objects, captions, OCR lines and
     grounding."""
     import shutil
 
@@ -183,7 +183,7 @@ def test_refine_with_the_florence2_student_on_ray(ray_address, scenes_corpus, ov
         "--set", "run.executor=ray",
         "--set", "refine.student.kind=florence2",
         "--set", f"refine.student.florence2.model={overfit / 'model'}",
-        "--set", "refine.student.florence2.epochs=10",
+        "--set", "refine.student.florence2.epochs=3",
         "--set", f"refine.student.florence2.task_weights={dict.fromkeys(LEFT_OUT, 0)}",
         "--set", "refine.student.florence2.batch=8",
         "--set", "refine.student.florence2.learning_rate=0.001",
