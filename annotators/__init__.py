@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "hf_grounder": "annotators.hf_grounder:HFGrounder",
     "hold": "annotators.hold:HoldAnnotator",
     "florence2_regions": "annotators.florence2_regions:Florence2Regions",
+    "florence2_segmenter": "annotators.florence2_segmenter:Florence2Segmenter",
 }
 
 

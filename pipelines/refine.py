@@ -25,7 +25,8 @@ Florence-2 steps, all under the source ``student_f2_i<k>@1``: ``florence2_region
 granularities; ``refine.student.florence2.texts`` says whether they are added to the
 specialists' captions, replace them, or are not written) and ``hf_grounder`` (its own
 captions' phrases, with ``<CAPTION_TO_PHRASE_GROUNDING>``; other phrases are grounded by
-the configured grounder as before).
+the configured grounder as before) and ``florence2_segmenter`` (``<REGION_TO_SEGMENTATION>``
+polygons of its own rows, drawn after the configured segmenter's).
 
 3. **Commit**: iteration k gets its own ``run.json`` (with the student's training
    summary) and ``_COMMITTED``, and is compacted if it is large (``annotate_corpus``,
@@ -113,10 +114,11 @@ def florence2_student_entries(config: EngineConfig, iteration: int, student: Pat
             "name": "hf_captioner", **common, "granularities": granularities,
             "num_beams": settings.num_beams,
         }  # fmt: skip
+    own = [f"student_f2_i{iteration}@1"]
     if "<CAPTION_TO_PHRASE_GROUNDING>" in trained and "texts" in entries:
-        entries["phrases"] = {
-            "name": "hf_grounder", **common, "text_sources": [f"student_f2_i{iteration}@1"],
-        }  # fmt: skip
+        entries["phrases"] = {"name": "hf_grounder", **common, "text_sources": own}
+    if "<REGION_TO_SEGMENTATION>" in trained:  # after the configured segmenter: its own rows
+        entries["masks"] = {"name": "florence2_segmenter", **common, "sources": own}
     return entries
 
 
@@ -164,7 +166,7 @@ def iteration_config(
                 "device": refine.student.device,
             }
         }
-    for stage in ("regions", "texts"):
+    for stage in ("regions", "texts", "masks"):
         if stage in entries:
             annotators.insert(last_index(annotators, stage), entries[stage])
     if "phrases" in entries:  # before the other grounders: it grounds its own texts' phrases

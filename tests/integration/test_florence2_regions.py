@@ -96,3 +96,40 @@ def test_each_image_is_encoded_once_for_all_tasks(specialist):
             assert 0 <= region.y0 < region.y1 <= sample.height
             assert "<" not in region.label and "loc_" not in region.label
     assert kinds == {"object", "dense", "ocr"}  # the random model located something in each
+
+
+def test_florence2_segmenter_answers_region_to_segmentation(specialist, tiny_florence2):
+    """The polygon of ``<REGION_TO_SEGMENTATION>`` for each box, parsed by the processor and
+    clipped to the box; with ``sources`` only those rows are redrawn."""
+    from annotators.florence2_segmenter import TASK, first_polygon
+    from engine.records import Phrase, Region, Text
+
+    answer = output(specialist, "<loc_100><loc_100><loc_500><loc_100><loc_500><loc_900>", 0.9)
+    parsed = specialist._florence2.parse(answer, TASK, (640, 480))
+    assert first_polygon(parsed, (0, 0, 640, 480)) == [64.0, 48.0, 320.0, 48.0, 320.0, 432.0]
+    assert first_polygon(parsed, (100, 0, 200, 100)) == [
+        100.0, 48.0, 200.0, 48.0, 200.0, 100.0,
+    ]  # fmt: skip
+    assert first_polygon({}, (0, 0, 1, 1)) == []
+
+    segmenter = annotator_class("florence2_segmenter")(
+        model=tiny_florence2, sources=["student@1"], max_new_tokens=24
+    )
+    segmenter.setup()
+    sample = demo_sample("bus.jpg")
+    w, h = sample.width, sample.height
+    mine = Region("object", 0.1 * w, 0.1 * h, 0.6 * w, 0.9 * h, "bus", 0.9, "student@1")
+    other = Region("object", 0.5 * w, 0.2 * h, 0.9 * w, 0.6 * h, "bus", 0.9, "ssd_coco@1")
+    other.polygon = [1.0, 1.0, 2.0, 1.0, 2.0, 2.0]
+    text = Text("brief", "a bus", "student@1")
+    phrase = Phrase(text, 0, "a bus", 0, 5, "student@1", box=mine.box, score=0.9)
+    sample.regions += [mine, other]
+    sample.texts.append(text)
+    sample.phrases.append(phrase)
+    segmenter.run([sample])
+    assert other.polygon == [1.0, 1.0, 2.0, 1.0, 2.0, 2.0]  # not its source: untouched
+    assert phrase.polygon == mine.polygon  # one box, segmented once
+    if mine.polygon:  # the random model may write fewer than 3 points
+        xs, ys = mine.polygon[0::2], mine.polygon[1::2]
+        assert min(xs) >= mine.x0 and max(xs) <= mine.x1
+        assert min(ys) >= mine.y0 and max(ys) <= mine.y1

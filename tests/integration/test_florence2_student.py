@@ -43,7 +43,6 @@ OTHER_TASKS = [
 LEFT_OUT = [  # the refine test's student trains on the others
     "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<DENSE_REGION_CAPTION>",
     "<REGION_PROPOSAL>", "<OCR>", "<REFERRING_EXPRESSION_SEGMENTATION>",
-    "<REGION_TO_SEGMENTATION>",
 ]  # fmt: skip
 TRAINING = {"batch": 8, "learning_rate": 2e-3, "warmup_steps": 5, "val_fraction": 0.0,
             "device": "cpu"}  # fmt: skip
@@ -171,8 +170,8 @@ def test_a_killed_training_resumes_to_the_same_weights(scenes_corpus, tiny_stude
 
 def test_refine_with_the_florence2_student_on_ray(ray_address, scenes_corpus, overfit, tmp_path):
     """The student starts from the overfit model (so that it knows the images' objects
-    after a short training) and trains 3 epochs on objects, captions, OCR lines and
-    grounding."""
+    after a short training) and trains 3 epochs on objects, captions, OCR lines,
+    grounding and region segmentation."""
     import shutil
 
     corpus = tmp_path / "corpus"
@@ -208,5 +207,11 @@ def test_refine_with_the_florence2_student_on_ray(ray_address, scenes_corpus, ov
         "AND list_contains(sources, ?)", [source]
     ).fetchall()[0][0]  # fmt: skip
     assert fused > 0
-    student = json.loads((corpus / "iteration=1" / "run.json").read_text())["student"]
+    run_info = json.loads((corpus / "iteration=1" / "run.json").read_text())
+    student = run_info["student"]
     assert student["kind"] == "florence2" and student["trained_on_iteration"] == 0
+    # It ran every task it was trained on: regions, captions, grounding, segmentation.
+    steps = [a["name"] for a in run_info["config"]["annotators"]
+             if a.get("source_name") == "student_f2_i1"]  # fmt: skip
+    assert sorted(steps) == ["florence2_regions", "florence2_segmenter", "hf_captioner",
+                             "hf_grounder"]  # fmt: skip
