@@ -63,33 +63,48 @@ def tiny_student(corpus: Path, folder: Path, width: int) -> Path:
 
 
 def named_share(corpus: Path, gt_path: Path, iteration: int) -> dict[str, float]:
-    """Per caption source: the share of ground-truth objects (text lines excluded) whose
-    category name (or its plural) the image's kept brief caption contains."""
+    """Per caption source: the share of all ground-truth objects (text lines excluded) of
+    the corpus's images whose category name (or its plural) that source's kept brief
+    caption of the image contains; an image without one names none of its objects."""
     from engine.query import connect
 
     gt = json.loads(gt_path.read_text())
     names = {c["id"]: c["name"] for c in gt["categories"]}
-    objects: dict[str, list[str]] = {}
     files = {image["id"]: image["file_name"] for image in gt["images"]}
+    objects: dict[str, list[str]] = {name: [] for name in files.values()}
     for annotation in gt["annotations"]:
         if "text" not in annotation:
-            objects.setdefault(files[annotation["image_id"]], []).append(
-                names[annotation["category_id"]]
-            )
+            objects[files[annotation["image_id"]]].append(names[annotation["category_id"]])
     connection = connect(corpus, [iteration])
+    uris = [uri for (uri,) in connection.execute("SELECT uri FROM images").fetchall()]
+    total = sum(len(objects.get(Path(uri).name, [])) for uri in uris)
     rows = connection.execute(
-        "SELECT i.uri, t.source, t.text FROM texts t JOIN images i USING (image_id) "
-        "WHERE t.kept AND t.granularity = 'brief'"
+        "SELECT i.uri, t.source, string_agg(lower(t.text), ' ') FROM texts t "
+        "JOIN images i USING (image_id) WHERE t.kept AND t.granularity = 'brief' GROUP BY ALL"
     ).fetchall()
-    named: dict[str, list[int]] = {}
+    sources = {source for _, source, _ in connection.execute(
+        "SELECT NULL, source, NULL FROM texts WHERE granularity = 'brief'").fetchall()}  # fmt: skip
+    named = dict.fromkeys(sources, 0)
     for uri, source, text in rows:
         truth = objects.get(Path(uri).name, [])
-        lower = text.lower()
-        hits = sum(1 for name in truth if name in lower or f"{name}s" in lower)
-        counts = named.setdefault(source, [0, 0])
-        counts[0] += hits
-        counts[1] += len(truth)
-    return {source: round(hits / total, 3) for source, (hits, total) in named.items() if total}
+        named[source] += sum(1 for name in truth if name in text or f"{name}s" in text)
+    return {source: round(hits / total, 3) for source, hits in sorted(named.items()) if total}
+
+
+def measure(corpus: Path, gt: Path) -> list[dict]:
+    from pipelines.evaluate import evaluate_corpus
+
+    evaluated = evaluate_corpus(corpus, gt, write=False)
+    return [
+        {
+            "iteration": iteration,
+            "box_map50": evaluated[iteration]["objects"].get("map50"),
+            "ocr_exact_match": evaluated[iteration]["ocr"].get("exact_match"),
+            "ocr_cer": evaluated[iteration]["ocr"].get("cer"),
+            "brief_caption_names_gt_objects": named_share(corpus, gt, iteration),
+        }
+        for iteration in sorted(evaluated)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,10 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a Florence-2 hub id or folder instead of the tiny one")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--keep", type=Path, help="work folder to keep")
+    parser.add_argument(
+        "--measure-only", type=Path, metavar="RESULT_JSON",
+        help="only measure the corpus a run left in --keep; RESULT_JSON is that run's file "
+        "(its timings and students are carried over)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     from engine.scenes import generate_scenes
-    from pipelines.evaluate import evaluate_corpus
 
+    if args.measure_only:
+        earlier = json.loads(args.measure_only.read_text())
+        corpus, gt = args.keep / "corpus", args.keep / "scenes" / "annotations.json"
+        result = {**earlier, "table": measure(corpus, gt), "measured_again_from": earlier["run_id"]}
+        print(json.dumps(result["table"], indent=2))
+        print(f"wrote {save_result('refine_gain_f2', result, new_run_id())}")
+        return 0
     work = args.keep or Path(tempfile.mkdtemp(prefix="fld-refine-f2-"))
     gt = generate_scenes(work / "scenes", args.scenes, seed=0)
     corpus = work / "corpus"
@@ -121,19 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "--set", "refine.student.florence2.max_new_tokens=128",
     )  # fmt: skip
     seconds = time.perf_counter() - began
-    evaluated = evaluate_corpus(corpus, gt, write=False)
-    table = []
-    for iteration in sorted(evaluated):
-        result = evaluated[iteration]
-        table.append(
-            {
-                "iteration": iteration,
-                "box_map50": result["objects"].get("map50"),
-                "ocr_exact_match": result["ocr"].get("exact_match"),
-                "ocr_cer": result["ocr"].get("cer"),
-                "brief_caption_names_gt_objects": named_share(corpus, gt, iteration),
-            }
-        )
+    table = measure(corpus, gt)
     students = {
         k: json.loads((corpus / f"iteration={k}" / "run.json").read_text())["student"]
         for k in (1, 2)
