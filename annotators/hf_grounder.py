@@ -251,39 +251,53 @@ def corners(cxcywh: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
     )
 
 
-class OwlBackend:
-    """OWLv2 / OWL-ViT: every query of every image of the chunk in one forward pass."""
+class DetectorBackend:
+    """A transformers detector with its processor, on the grounder's device and dtype;
+    ``forward`` runs it and returns box-token probabilities and ``(cx, cy, w, h)`` boxes."""
 
-    def __init__(self, grounder: HFGrounder, config) -> None:
+    def __init__(self, grounder: HFGrounder, model_class) -> None:
         import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import AutoProcessor
 
         options = {"revision": grounder.revision} if grounder.revision else {}
         self.device, self.dtype = grounder._device, getattr(torch, grounder.dtype)
-        self.padded_square = config.model_type == "owlv2"
-        self.max_tokens = int(config.text_config.max_position_embeddings)
         self.processor = AutoProcessor.from_pretrained(grounder.model, **options)
-        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(
-            grounder.model, dtype=self.dtype, **options
-        )
+        self.model = model_class.from_pretrained(grounder.model, dtype=self.dtype, **options)
         self.model.to(self.device).eval()
 
-    def detect(self, images: list[np.ndarray], queries: list[list[str]]) -> list[tuple]:
+    def forward(self, images: list[np.ndarray], **text) -> tuple[np.ndarray, np.ndarray]:
+        """``(probabilities, boxes)``: sigmoid of the logits (images x boxes x columns) and
+        the predicted boxes (images x boxes x 4), as float64 arrays on the CPU."""
         import torch
         from PIL import Image
 
         inputs = self.processor(
-            text=queries,
             images=[Image.fromarray(pixels).convert("RGB") for pixels in images],
             return_tensors="pt",
             truncation=True,
             max_length=self.max_tokens,
+            **text,
         ).to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with torch.inference_mode():
             outputs = self.model(**inputs)
             probabilities = torch.sigmoid(outputs.logits.float()).cpu().numpy()
             predicted = outputs.pred_boxes.float().cpu().numpy()
+        return probabilities, predicted
+
+
+class OwlBackend(DetectorBackend):
+    """OWLv2 / OWL-ViT: every query of every image of the chunk in one forward pass."""
+
+    def __init__(self, grounder: HFGrounder, config) -> None:
+        from transformers import AutoModelForZeroShotObjectDetection
+
+        super().__init__(grounder, AutoModelForZeroShotObjectDetection)
+        self.padded_square = config.model_type == "owlv2"
+        self.max_tokens = int(config.text_config.max_position_embeddings)
+
+    def detect(self, images: list[np.ndarray], queries: list[list[str]]) -> list[tuple]:
+        probabilities, predicted = self.forward(images, text=queries)
         results = []
         for index, (pixels, image_queries) in enumerate(zip(images, queries, strict=True)):
             height, width = pixels.shape[:2]
@@ -293,22 +307,15 @@ class OwlBackend:
         return results
 
 
-class GroundingDinoBackend:
+class GroundingDinoBackend(DetectorBackend):
     """Grounding DINO: an image's queries joined into one text ``"q1. q2."``; a box scores
     a query by its highest token probability over that query's tokens."""
 
     def __init__(self, grounder: HFGrounder, config) -> None:
-        import torch
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
+        from transformers import GroundingDinoForObjectDetection
 
-        options = {"revision": grounder.revision} if grounder.revision else {}
-        self.device, self.dtype = grounder._device, getattr(torch, grounder.dtype)
+        super().__init__(grounder, GroundingDinoForObjectDetection)
         self.max_tokens = int(config.max_text_len)
-        self.processor = AutoProcessor.from_pretrained(grounder.model, **options)
-        self.model = GroundingDinoForObjectDetection.from_pretrained(
-            grounder.model, dtype=self.dtype, **options
-        )
-        self.model.to(self.device).eval()
 
     def prompt(self, queries: list[str]) -> tuple[str, list[tuple[int, int]]]:
         """The joined text and each query's character span in it."""
@@ -319,8 +326,6 @@ class GroundingDinoBackend:
         return text.strip(), spans
 
     def detect(self, images: list[np.ndarray], queries: list[list[str]]) -> list[tuple]:
-        import torch
-        from PIL import Image
 
         prompts = [self.prompt(image_queries) for image_queries in queries]
         tokenizer = self.processor.tokenizer
@@ -330,19 +335,9 @@ class GroundingDinoBackend:
             truncation=True,
             max_length=self.max_tokens,
         )["offset_mapping"]
-        inputs = self.processor(
-            images=[Image.fromarray(pixels).convert("RGB") for pixels in images],
-            text=[text for text, _ in prompts],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.max_tokens,
-        ).to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        with torch.inference_mode():
-            outputs = self.model(**inputs)
-            probabilities = torch.sigmoid(outputs.logits.float()).cpu().numpy()
-            predicted = outputs.pred_boxes.float().cpu().numpy()
+        probabilities, predicted = self.forward(
+            images, text=[text for text, _ in prompts], padding=True
+        )
         results = []
         for index, pixels in enumerate(images):
             height, width = pixels.shape[:2]

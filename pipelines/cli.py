@@ -244,27 +244,12 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 
 def config_of_iteration(corpus, iteration: int, args: argparse.Namespace):
     """``--config`` with the overrides, else the config ``iteration`` was made with."""
-    from pydantic import ValidationError
-
-    from pipelines.config import (
-        ConfigError,
-        EngineConfig,
-        apply_override,
-        format_validation_error,
-        load_config,
-        parse_override,
-    )  # fmt: skip
+    from pipelines.config import load_config, validate_tree
 
     overrides = overrides_of(args)
     if args.config:
         return load_config(args.config, overrides)
-    tree = corpus.run_info(iteration)["config"]
-    for override in overrides:
-        apply_override(tree, *parse_override(override))
-    try:
-        return EngineConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+    return validate_tree(corpus.run_info(iteration)["config"], overrides)
 
 
 def command_train(args: argparse.Namespace) -> int:

@@ -345,6 +345,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> En
         raise ConfigError(f"--config: {config_path} is not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"--config: {config_path} must hold a mapping of sections")
+    return validate_tree(tree, overrides)
+
+
+def validate_tree(tree: dict, overrides: list[str] = ()) -> EngineConfig:
+    """A config tree (a file's, or a run.json's) with ``KEY=VALUE`` overrides applied,
+    validated; raises ``ConfigError`` naming the bad key."""
     for override in overrides:
         apply_override(tree, *parse_override(override))
     try:
