@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ import pyarrow.parquet as pq
 from engine.imaging import DecodeLimits, decode_image
 from engine.schemas import TABLES
 from engine.sources import ByteReader
+from engine.storage import StorePath, location
 
 COMMITTED = "_COMMITTED"
 COMPACTED = "_COMPACTED.json"
@@ -50,7 +52,17 @@ class CorpusError(Exception):
     """The corpus on disk does not match what was asked of it."""
 
 
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+def atomic_write_bytes(path: Path | StorePath, data: bytes, durable: bool = False) -> None:
+    """Write ``data`` so that no reader sees part of it: a temporary name then a rename; on
+    an object store (no rename), the final name directly: an object appears whole."""
+    if isinstance(path, StorePath):
+        if path.object_store:
+            path.write_bytes(data)
+        else:
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_bytes(data)
+            temporary.rename(path)
+        return
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(data)
     if durable:
@@ -66,6 +78,11 @@ def atomic_write_json(path: Path, payload: dict, durable: bool = False) -> None:
 def atomic_write_parquet(path: Path, table: pa.Table, durable: bool = False) -> None:
     """``durable``: the file's bytes reach the disk (``fsync``) before it gets its name, for
     writers that delete the only other copy of the rows afterwards (compaction)."""
+    if isinstance(path, StorePath):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        return
     temporary = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, temporary, compression="zstd")
     if durable:
@@ -74,7 +91,10 @@ def atomic_write_parquet(path: Path, table: pa.Table, durable: bool = False) -> 
 
 
 def fsync_path(path: Path) -> None:
-    """``fsync`` a file, or a folder (so that the names in it are on disk too)."""
+    """``fsync`` a file, or a folder (so that the names in it are on disk too). A store
+    makes its writes durable before it answers them: nothing to do there."""
+    if isinstance(path, StorePath):
+        return
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -118,11 +138,31 @@ def check_same_plan(recorded: dict, plan: dict, where: Path, contents: bool = Tr
     )
 
 
+def check_same_request(recorded: dict, request: dict, where) -> None:
+    """A recorded plan answers a run only if it was made for the same input, shard size and
+    config (what a committed rerun or a resume checks without listing the input)."""
+    for key, what in (
+        ("input", "other inputs"),
+        ("shard_size", "another shard size"),
+        ("config_hash", "another config (settings that change the rows)"),
+    ):
+        if key in recorded and str(recorded[key]) != str(request.get(key)):
+            raise CorpusError(
+                f"{where} was started over {what} ({key}: {recorded[key]!r}, now "
+                f"{request.get(key)!r}); rerun with the same input and config to resume, or "
+                "write to a new --out (or another run.iteration)"
+            )
+
+
+def recorded_plan_file(plan: dict | None) -> str:
+    return (plan or {}).get("plan_file") or "_plan.parquet"
+
+
 class Corpus:
     """A corpus folder: iterations side by side, models beside them."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path | StorePath):
+        self.root = location(root, "corpus")
 
     def iteration_dir(self, iteration: int) -> Path:
         return self.root / f"iteration={iteration}"
@@ -194,6 +234,12 @@ class Corpus:
         found: dict[str, dict[str, Path]] = {}
         for table in TABLES:
             folder = self.iteration_dir(iteration) / table
+            if isinstance(folder, StorePath):
+                for entry in folder.iterdir():
+                    match = SHARD_FILE_RE.match(entry.name)
+                    if match:
+                        found.setdefault(match.group(1), {})[table] = entry
+                continue
             if not folder.is_dir():
                 continue
             with os.scandir(folder) as entries:
@@ -266,24 +312,66 @@ class IterationWriter:
         if not plan_path.exists():
             atomic_write_json(plan_path, plan)
 
+    def plan_for(self, request: dict, build) -> dict:
+        """The iteration's plan: the one recorded if it is whole (a resume: the input is not
+        listed again), else ``build(path of _plan.parquet)`` (``engine.plan.build_plan``)
+        now, recorded. ``request``: ``input``, ``shard_size``, ``config_hash``; a recorded
+        plan made for another one is refused (``check_same_request``)."""
+        recorded = self.recorded_plan()
+        if recorded is not None and recorded.get("plan_file"):
+            check_same_request(recorded, request, self.path)
+            return recorded
+        self.path.mkdir(parents=True, exist_ok=True)
+        summary = build(self.path / recorded_plan_file(None))
+        plan = {**request, **summary.to_dict()}
+        if recorded is not None:  # begun by an engine that kept no _plan.parquet: as then
+            check_same_plan(recorded, plan, self.path)
+        atomic_write_json(self.path / PLAN, plan)
+        return plan
+
     def recorded_plan(self) -> dict | None:
         plan_path = self.path / PLAN
         return json.loads(plan_path.read_text()) if plan_path.exists() else None
 
     def remove_temporaries(self) -> None:
+        if isinstance(self.path, StorePath) and self.path.object_store:
+            return  # nothing is written under a temporary name there
         for temporary in self.path.rglob(".*.tmp"):
             temporary.unlink(missing_ok=True)
 
-    def done_shards(self) -> dict[int, dict]:
-        """Markers of the shards already complete, by shard index."""
-        done = {}
+    def done_indexes(self) -> set[int]:
+        """The indexes of the shards already complete (their markers' names: one listing,
+        no marker read)."""
+        if not self.markers_dir.is_dir():
+            return set()
+        return {int(marker.stem) for marker in self.markers_dir.glob("*.json")}
+
+    def read_marker(self, index: int, digits: int = 5) -> dict:
+        return json.loads((self.markers_dir / f"{index:0{digits}d}.json").read_text())
+
+    def iter_markers(self) -> Iterator[dict]:
+        """Every marker, read one at a time, in name order."""
         if self.markers_dir.is_dir():
             for marker in sorted(self.markers_dir.glob("*.json")):
-                done[int(marker.stem)] = json.loads(marker.read_text())
-        return done
+                yield json.loads(marker.read_text())
+
+    def done_shards(self) -> dict[int, dict]:
+        """Markers of the shards already complete, by shard index."""
+        return {int(marker["shard"]): marker for marker in self.iter_markers()}
 
     def write_shard(self, shard_name: str, tables: dict[str, pa.Table], marker: dict) -> None:
         """Write every table of one shard, then its marker."""
+        self.write_tables(shard_name, tables)
+        self.write_marker(shard_name, marker)
+
+    def write_marker(self, shard_name: str, marker: dict) -> None:
+        """The shard's marker: written once its table files are all in place (by a worker,
+        ``write_tables``), it makes the shard done."""
+        atomic_write_json(self.markers_dir / f"{shard_name}.json", marker)
+
+    def write_tables(self, shard_name: str, tables: dict[str, pa.Table]) -> None:
+        """Every table file of one shard, each under its final name once whole (workers
+        call this, then send the marker to the driver)."""
         for table_name, schema in TABLES.items():
             table = tables[table_name]
             if not table.schema.equals(schema):
@@ -291,13 +379,12 @@ class IterationWriter:
                     f"shard {shard_name}: table {table_name} does not have the contract schema"
                 )
             atomic_write_parquet(self.path / table_name / f"shard={shard_name}.parquet", table)
-        atomic_write_json(self.markers_dir / f"{shard_name}.json", marker)
 
     def commit(self, run_info: dict) -> None:
         """Write ``run.json``, then ``_COMMITTED`` — only when every shard the plan names
         has its marker (a commit over a missing shard would hide its rows for good)."""
         planned = int((self.recorded_plan() or {}).get("n_shards", 0))
-        done = set(self.done_shards())
+        done = self.done_indexes()
         missing = sorted(set(range(planned)) - done)
         if missing:
             raise CorpusError(

@@ -14,17 +14,38 @@ Stages that scale separately: a model step with resources of its own (a GPU: see
 per ``run.workers``) read, decode, run the CPU steps and filters, build the tables, and
 send the model step's batches to a replica (``engine.steps.RemoteStep``). So while one
 CPU worker decodes its next shard, another's batch is on the GPU, and several shards
-keep one replica busy. The shard stays the unit of work and of commit. Actors that die
-are restarted for the whole run (``max_restarts=-1``) and their call retried.
+keep one replica busy. The shard stays the unit of work and of commit.
+
+Failures (``RayExecutor``; ``FailurePolicy``):
+
+- Actors that die are restarted for the whole run (``max_restarts=-1``): a dead worker,
+  or every worker of a node that left the cluster, comes back (elsewhere if need be).
+- The driver, not Ray, retries a shard whose worker died under it, up to
+  ``max_attempts`` tries. A shard that still kills its worker is split in halves, each
+  half run on its own, a failing half split again, until the image that kills the worker
+  is alone; after ``max_attempts`` tries it becomes an ``errors`` row (``worker_crashed``)
+  and the other images' rows are written with it (``Processor.assemble``, on the driver).
+- A hang: each worker has a watchdog thread; a model call on one batch that runs past
+  ``task_timeout_s`` is noted (``FailureNotes``, an actor of the driver's) and the worker
+  process exits, which the driver sees as above; the image that was isolated from it
+  becomes a ``timeout`` row instead.
+- Any other error in a shard (a disk that is full, a bug) fails the shard: it is yielded
+  as a ``ShardOutcome`` with its ``error``, and the caller decides (``run.max_failed_shards``).
+
+``LocalExecutor`` runs everything in the driver process: a crash or a hang there is the
+driver's own, so it has no isolation; its shards' errors are yielded the same way.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.offline import apply_offline_env
@@ -35,8 +56,55 @@ from engine.steps import Resources, Step, worker_context
 class Processor(Protocol):
     def setup(self) -> None: ...
     def process(self, shard: Shard): ...
+    def process_part(self, shard: Shard, uris: tuple[str, ...]): ...
+    def assemble(self, shard: Shard, parts: list, isolated: list): ...
     def model_pools(self) -> list[ModelPool]: ...
     def attach_pools(self, replicas: dict[int, list]) -> None: ...
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """``max_attempts``: tries of a shard (and of an isolated image) whose worker died
+    before it is split (or written off); ``task_timeout_s``: the longest one model call on
+    one batch may run (None: no limit)."""
+
+    max_attempts: int = 2
+    task_timeout_s: float | None = None
+
+
+@dataclass
+class ShardOutcome:
+    """A shard finished: its ``marker`` (its files are written), or the ``error`` it failed
+    with (nothing of it is marked done)."""
+
+    shard: Shard
+    marker: dict | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Task:
+    """One call to a worker: a whole shard (``part`` None) or a part ``(start, stop)`` of
+    its URIs, being isolated."""
+
+    shard: Shard
+    part: tuple[int, int] | None = None
+    attempt: int = 1
+
+    @property
+    def uris(self) -> tuple[str, ...]:
+        return self.shard.uris if self.part is None else self.shard.uris[self.part[0] : self.part[1]]  # fmt: skip
+
+
+@dataclass
+class Isolation:
+    """A shard being split: its parts' results by ``(start, stop)``, the images written
+    off, and how many parts are still out."""
+
+    shard: Shard
+    results: dict = field(default_factory=dict)
+    isolated: list = field(default_factory=list)
+    open_parts: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,25 +192,80 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
 class LocalExecutor:
     name = "local"
 
-    def map(self, processor: Processor, shards: Iterable[Shard]) -> Iterator:
+    def map(self, processor: Processor, shards: Iterable[Shard], policy: FailurePolicy | None = None) -> Iterator[ShardOutcome]:  # fmt: skip
         processor.setup()  # every step in this process, model pools included
         for shard in shards:
-            yield processor.process(shard)
+            try:
+                result = processor.process(shard)
+            except Exception as exc:  # noqa: BLE001 - the caller decides (max_failed_shards)
+                yield ShardOutcome(shard, error=exc)
+                continue
+            yield ShardOutcome(shard, marker=result.marker)
 
 
 class ShardWorker:
-    """The Ray actor: holds one set-up processor for its lifetime."""
+    """The Ray actor: holds one set-up processor for its lifetime. With a time limit, a
+    watchdog thread ends the process when a model call overruns it (see the module
+    docstring), after noting the call's shard and images in ``notes``."""
 
-    def __init__(self, processor: Processor):
+    def __init__(self, processor: Processor, policy: FailurePolicy | None = None, notes=None):
         apply_offline_env()
         self.processor = processor
         self.processor.setup()
+        limit = policy.task_timeout_s if policy else None
+        if limit and notes is not None:
+            threading.Thread(target=self.watch, args=(limit, notes), daemon=True).start()
+
+    def watch(self, limit: float, notes) -> None:
+        import ray
+
+        while True:
+            time.sleep(min(0.25, limit / 4))
+            call = getattr(self.processor, "current_call", None)
+            if call is not None and time.monotonic() - call[0] > limit:
+                _, shard_index, step, uris = call
+                message = f"{step} ran past run.task_timeout_s = {limit:g} s"
+                try:
+                    ray.get(notes.record.remote(shard_index, uris, message), timeout=30)
+                finally:
+                    os._exit(70)  # the call cannot be interrupted; the actor is restarted
 
     def process(self, shard: Shard):
         return self.processor.process(shard)
 
+    def process_part(self, shard: Shard, part: tuple[int, int]):
+        return self.processor.process_part(shard, shard.uris[part[0] : part[1]])
+
     def pid(self) -> int:
         return os.getpid()
+
+
+class FailureNotes:
+    """The driver's Ray actor where watchdogs note the calls they ended: by shard index,
+    the URIs of each hung call's batch and why."""
+
+    def __init__(self) -> None:
+        self.hung: dict[int, dict[str, str]] = {}
+
+    def record(self, shard_index: int, uris: list[str], message: str) -> None:
+        self.hung.setdefault(shard_index, {}).update(dict.fromkeys(uris, message))
+
+    def of(self, shard_index: int) -> dict[str, str]:
+        return dict(self.hung.get(shard_index, {}))
+
+
+def failure_kind(error: BaseException) -> str:
+    """``crashed`` (a worker process or node died, in the shard's worker or a model pool
+    replica it called), or ``error`` (an exception in the shard's own code)."""
+    import ray.exceptions as rex
+
+    dead = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError)
+    if isinstance(error, dead):
+        return "crashed"
+    cause = getattr(error, "cause", None)
+    if isinstance(error, rex.RayTaskError) and isinstance(cause, dead):
+        return "crashed"
+    return "error"
 
 
 class RayExecutor:
@@ -161,6 +284,7 @@ class RayExecutor:
         self.actors: list = []
         self.pool_actors: list = []
         self.placements: list[dict] = []  # one per model-pool replica, once started
+        self.recoveries: dict[str, int] = {}  # worker deaths, splits, images written off
 
     def start_ray(self, pool_cpus: float = 0) -> bool:
         """Initialise Ray unless this process already has; True if we started it. A local
@@ -202,11 +326,15 @@ class RayExecutor:
         processor.attach_pools(handles)
         return [actor for replicas in handles.values() for actor in replicas]
 
-    def map(self, processor: Processor, shards: Iterable[Shard]) -> Iterator:
+    def map(self, processor: Processor, shards: Iterable[Shard], policy: FailurePolicy | None = None) -> Iterator[ShardOutcome]:  # fmt: skip
+        """Shards in, outcomes out as they finish (not in order); ``shards`` is consumed
+        lazily, a few ahead of the workers, so a plan of any size streams through."""
         import ray
 
-        pending_shards = list(shards)
-        if not pending_shards:
+        policy = policy or FailurePolicy()
+        queue = iter(shards)
+        first = next(queue, None)
+        if first is None:
             return
         # A processor with no model step of its own placement need not declare pools.
         model_pools = getattr(processor, "model_pools", None)
@@ -216,31 +344,136 @@ class RayExecutor:
             self.pool_actors = self.start_pools(processor, pools) if pools else []
             # Waits for the replicas' models to load (as the first batch would).
             self.placements = ray.get([actor.placement.remote() for actor in self.pool_actors])
+            notes = ray.remote(num_cpus=0)(FailureNotes).remote() if policy.task_timeout_s else None  # fmt: skip
             actor_class = ray.remote(
-                num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=3
+                num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=0
             )(ShardWorker)
-            count = min(self.workers, len(pending_shards))
-            self.actors = [actor_class.remote(processor) for _ in range(count)]
-            running = {}
-            queue = iter(pending_shards)
-            for actor in self.actors:
-                shard = next(queue, None)
-                if shard is not None:
-                    running[actor.process.remote(shard)] = actor
-            while running:
-                done, _ = ray.wait(list(running), num_returns=1)
-                actor = running.pop(done[0])
-                result = ray.get(done[0])
-                shard = next(queue, None)
-                if shard is not None:
-                    running[actor.process.remote(shard)] = actor
-                yield result
+            self.actors = [
+                actor_class.remote(processor, policy, notes) for _ in range(self.workers)
+            ]
+            yield from Scheduler(self, processor, policy, notes).run(first, queue)
         finally:
             for actor in [*self.actors, *self.pool_actors]:
                 ray.kill(actor)
             self.actors, self.pool_actors = [], []
             if started:
                 ray.shutdown()
+
+
+class Scheduler:
+    """The driver's loop: one task per worker at a time, retries, splits and write-offs
+    (see the module docstring)."""
+
+    def __init__(self, executor: RayExecutor, processor: Processor, policy: FailurePolicy, notes):  # fmt: skip
+        self.executor = executor
+        self.processor = processor
+        self.policy = policy
+        self.notes = notes
+        self.retry: deque[Task] = deque()  # tasks to run before new shards
+        self.isolations: dict[int, Isolation] = {}
+        self.recoveries = executor.recoveries
+
+    def run(self, first: Shard, queue: Iterator[Shard]) -> Iterator[ShardOutcome]:
+        import ray
+
+        pending = iter([Task(first)])
+        running: dict = {}
+        idle = list(self.executor.actors)
+
+        def next_task() -> Task | None:
+            if self.retry:
+                return self.retry.popleft()
+            task = next(pending, None)
+            if task is not None:
+                return task
+            shard = next(queue, None)
+            return Task(shard) if shard is not None else None
+
+        while True:
+            while idle:
+                task = next_task()
+                if task is None:
+                    break
+                actor = idle.pop()
+                call = actor.process.remote(task.shard) if task.part is None else actor.process_part.remote(task.shard, task.part)  # fmt: skip
+                running[call] = (task, actor)
+            if not running:
+                return
+            done, _ = ray.wait(list(running), num_returns=1)
+            task, actor = running.pop(done[0])
+            idle.append(actor)  # a dead actor is restarted by Ray; calls to it wait for that
+            try:
+                result = ray.get(done[0])
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                outcome = self.failed(task, exc)
+            else:
+                outcome = self.succeeded(task, result)
+            if outcome is not None:
+                yield outcome
+
+    def succeeded(self, task: Task, result) -> ShardOutcome | None:
+        if task.part is None:
+            return ShardOutcome(task.shard, marker=result.marker)
+        isolation = self.isolations[task.shard.index]
+        isolation.results[task.part] = result
+        isolation.open_parts -= 1
+        return self.finish(isolation)
+
+    def failed(self, task: Task, error: BaseException) -> ShardOutcome | None:
+        if failure_kind(error) != "crashed":
+            self.isolations.pop(task.shard.index, None)
+            return ShardOutcome(task.shard, error=error)
+        self.count("worker_deaths")
+        start, stop = task.part or (0, len(task.shard.uris))
+        hung = self.hung(task.shard)
+        retried = (stop - start == 1 or task.part is None) and not hung.keys() & set(task.uris)
+        if retried and task.attempt < self.policy.max_attempts:  # a dying node, not the images?
+            self.retry.append(Task(task.shard, task.part, task.attempt + 1))
+            return None
+        isolation = self.isolations.setdefault(task.shard.index, Isolation(task.shard))
+        if task.part is not None:
+            isolation.open_parts -= 1
+        if stop - start == 1:
+            isolation.isolated.append(self.written_off(task.shard, task.shard.uris[start], error))
+            return self.finish(isolation)
+        middle = (start + stop) // 2
+        self.count("shard_splits")
+        for part in ((start, middle), (middle, stop)):
+            isolation.open_parts += 1
+            self.retry.append(Task(task.shard, part))
+        return None
+
+    def hung(self, shard: Shard) -> dict[str, str]:
+        """The shard's images whose batch a watchdog ended, and why."""
+        import ray
+
+        return ray.get(self.notes.of.remote(shard.index)) if self.notes is not None else {}
+
+    def written_off(self, shard: Shard, uri: str, error: BaseException):
+        from engine.records import ErrorRecord
+
+        hung = self.hung(shard)
+        if uri in hung:
+            self.count("timeout")
+            return ErrorRecord(uri, "worker", "timeout", hung[uri])
+        self.count("worker_crashed")
+        message = f"the worker process died on this image in every try ({self.policy.max_attempts}): {type(error).__name__}: {error}"  # fmt: skip
+        return ErrorRecord(uri, "worker", "worker_crashed", message[:2000])
+
+    def finish(self, isolation: Isolation) -> ShardOutcome | None:
+        if isolation.open_parts > 0:
+            return None
+        del self.isolations[isolation.shard.index]
+        parts = [isolation.results[key] for key in sorted(isolation.results)]
+        written_off = sorted(isolation.isolated, key=lambda error: error.uri)
+        try:
+            result = self.processor.assemble(isolation.shard, parts, written_off)
+        except Exception as exc:  # noqa: BLE001 - the caller decides (max_failed_shards)
+            return ShardOutcome(isolation.shard, error=exc)
+        return ShardOutcome(isolation.shard, marker=result.marker)
+
+    def count(self, what: str) -> None:
+        self.recoveries[what] = self.recoveries.get(what, 0) + 1
 
 
 def make_executor(run_config) -> LocalExecutor | RayExecutor:

@@ -29,11 +29,17 @@ import glob
 import hashlib
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from engine.http import Downloader, DownloadPolicy, is_url
+from engine.storage import is_remote, location
+
+LIST_BATCH = 100_000  # URIs per batch when listing (engine.plan streams them to disk)
+LIST_SUFFIXES = (".csv", ".tsv")
 IMAGE_EXTENSIONS = {
     ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",
     ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".jp2", ".tga",
@@ -49,29 +55,42 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class Shard:
+    """``digits``: the width of the shard's name, the same for every shard of an iteration
+    (``engine.plan``: wide enough for its last shard, at least 5), so names sort as
+    indexes do at any size."""
+
     index: int
     uris: tuple[str, ...]
+    digits: int = 5
 
     @property
     def name(self) -> str:
-        return f"{self.index:05d}"
+        return f"{self.index:0{self.digits}d}"
 
 
 def list_inputs(input_path: str, parquet_column: str | None = None) -> list[str]:
-    """All URIs of an input, sorted."""
+    """All URIs of an input, sorted (in memory: the engine's driver streams them with
+    ``iter_inputs`` into ``engine.plan`` instead)."""
+    return sorted(uri for batch in iter_inputs(input_path, parquet_column) for uri in batch)
+
+
+def iter_inputs(input_path: str, parquet_column: str | None = None) -> Iterator[list[str]]:
+    """The URIs of an input in batches of at most ``LIST_BATCH``, in no particular order."""
+    if is_remote(input_path):
+        yield from iter_remote_inputs(location(str(input_path), "input"), parquet_column)
+        return
     if any(ch in input_path for ch in "*?["):
         paths = sorted(glob.glob(input_path))
         if not paths:
             raise InputError(f"input: no file matches {input_path!r}")
-        uris = []
         for path in paths:
-            uris.extend(list_inputs(path, parquet_column))
-        return sorted(uris)
+            yield from iter_inputs(path, parquet_column)
+        return
     path = Path(input_path).resolve()
     if not path.exists():
         raise InputError(f"input: {input_path} does not exist")
     if path.is_dir():
-        uris = []
+        batch: list[str] = []
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in files:
@@ -79,20 +98,61 @@ def list_inputs(input_path: str, parquet_column: str | None = None) -> list[str]
                     continue
                 file_path = Path(root) / name
                 if name.lower().endswith(".tar"):
-                    uris.extend(tar_members(file_path))
+                    batch.extend(tar_members(file_path))
                 elif file_path.is_file():
-                    uris.append(str(file_path))
-        return sorted(uris)
-    if path.suffix.lower() == ".tar":
-        return sorted(tar_members(path))
-    if path.suffix.lower() == ".parquet":
-        return sorted(parquet_uris(path, parquet_column))
-    return [str(path)]
+                    batch.append(str(file_path))
+                if len(batch) >= LIST_BATCH:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+        return
+    suffix = path.suffix.lower()
+    if suffix == ".tar":
+        yield tar_members(path)
+    elif suffix == ".parquet":
+        yield from parquet_uri_batches(path, parquet_column)
+    elif suffix in LIST_SUFFIXES:
+        yield from text_list_batches(path, parquet_column)
+    else:
+        yield [str(path)]
 
 
-def tar_members(tar_path: Path) -> list[str]:
+def iter_remote_inputs(place, parquet_column: str | None) -> Iterator[list[str]]:
+    """A folder, tar, Parquet or URL list on an object store (``engine.storage``)."""
+    suffix = place.suffix.lower()
+    if suffix == ".parquet" or suffix in LIST_SUFFIXES:
+        if not place.is_file():
+            raise InputError(f"input: {place} does not exist")
+        if suffix == ".parquet":
+            yield from parquet_uri_batches(place, parquet_column)
+        else:
+            yield from text_list_batches(place, parquet_column)
+        return
+    if suffix == ".tar" and place.is_file():
+        yield tar_members(place)
+        return
+    found = [(path, size) for path, size in place.files_below() if not path.name.startswith(".")]
+    if not found:
+        raise InputError(f"input: {place} does not exist or holds no file")
+    batch: list[str] = []
+    for path, _ in found:
+        if path.suffix.lower() == ".tar":
+            batch.extend(tar_members(path))
+        else:
+            batch.append(str(path))
+        if len(batch) >= LIST_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def tar_members(tar_path) -> list[str]:
+    """The image members of a tar (a ``Path`` or an ``engine.storage.StorePath``)."""
     try:
-        with tarfile.open(tar_path) as archive:
+        opened = tar_path.open_input() if is_remote(tar_path) else None
+        with tarfile.open(tar_path if opened is None else None, fileobj=opened) as archive:
             return [
                 f"{tar_path}{TAR_SEP}{member.name}"
                 for member in archive.getmembers()
@@ -104,9 +164,14 @@ def tar_members(tar_path: Path) -> list[str]:
         raise InputError(f"input: {tar_path} is not a readable tar file: {exc}") from exc
 
 
-def parquet_column_of(path: Path, column: str | None) -> tuple[str, bool]:
+def open_parquet(path) -> pq.ParquetFile:
+    """A Parquet file on local disk or a store."""
+    return pq.ParquetFile(path.open_input() if is_remote(path) else path)
+
+
+def parquet_column_of(path, column: str | None) -> tuple[str, bool]:
     """The column holding images in a Parquet input, and whether it holds bytes."""
-    schema = pq.read_schema(path)
+    schema = open_parquet(path).schema_arrow
     names = schema.names
     if column is not None:
         if column not in names:
@@ -129,16 +194,68 @@ def parquet_column_of(path: Path, column: str | None) -> tuple[str, bool]:
     return chosen, is_bytes
 
 
-def parquet_uris(path: Path, column: str | None) -> list[str]:
+def parquet_uri_batches(path, column: str | None) -> Iterator[list[str]]:
+    """A Parquet input's URIs, a row group's worth at a time (a list of 10M paths is not
+    read whole). Path values with a scheme (``s3://``, ``https://``) are kept as they are;
+    relative local paths are taken from the Parquet's folder."""
     chosen, is_bytes = parquet_column_of(path, column)
-    n_rows = pq.ParquetFile(path).metadata.num_rows
+    parquet_file = open_parquet(path)
     if is_bytes:
-        return [f"{path}{TAR_SEP}row={i}" for i in range(n_rows)]
-    values = pq.read_table(path, columns=[chosen]).column(chosen).to_pylist()
-    return [
-        str((path.parent / v).resolve()) if v else f"{path}{TAR_SEP}row={i}"
-        for i, v in enumerate(values)
-    ]
+        n_rows = parquet_file.metadata.num_rows
+        for start in range(0, n_rows, LIST_BATCH):
+            yield [f"{path}{TAR_SEP}row={i}" for i in range(start, min(n_rows, start + LIST_BATCH))]
+        return
+    row = 0
+    for batch in parquet_file.iter_batches(batch_size=LIST_BATCH, columns=[chosen]):
+        values = batch.column(0).to_pylist()
+        yield [listed_uri(path, value, row + i) for i, value in enumerate(values)]
+        row += len(values)
+
+
+def listed_uri(list_path, value: str | None, row: int) -> str:
+    """The URI a list's row names: a URI as it is, a local path made absolute, or (empty)
+    the row itself, which then reads as empty bytes and becomes an ``errors`` row."""
+    if not value:
+        return f"{list_path}{TAR_SEP}row={row}"
+    if is_remote(value) or is_url(value):
+        return value
+    if is_remote(list_path):
+        return str(list_path.parent / value)
+    return str((Path(list_path).parent / value).resolve())
+
+
+def text_list_batches(path, column: str | None) -> Iterator[list[str]]:
+    """A CSV (``.csv``) or TSV (``.tsv``, ``.txt`` with tabs) list with a header row; the
+    column ``column`` or the first of ``PATH_COLUMNS`` it has (img2dataset's ``url``)."""
+    import pyarrow.csv as pacsv
+
+    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
+    source = path.open_input() if is_remote(path) else str(path)
+    try:
+        reader = pacsv.open_csv(
+            source,
+            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+        )
+    except (OSError, ValueError) as exc:
+        raise InputError(f"input: {path} is not a readable {delimiter!r}-separated list: {exc}") from exc  # fmt: skip
+    names = reader.schema.names
+    candidates = [column] if column else [name for name in PATH_COLUMNS if name in names]
+    if not candidates or candidates[0] not in names:
+        raise InputError(
+            f"input.parquet_column: {path} has no column {column or PATH_COLUMNS} ({names})"
+        )
+    index = names.index(candidates[0])
+    row = 0
+    for batch in reader:
+        values = batch.column(index).cast("string").to_pylist()
+        yield [listed_uri(path, value, row + i) for i, value in enumerate(values)]
+        row += len(values)
+
+
+def parquet_uris(path: Path, column: str | None) -> list[str]:
+    return [uri for batch in parquet_uri_batches(path, column) for uri in batch]
 
 
 def make_shards(uris: list[str], shard_size: int) -> list[Shard]:
@@ -178,23 +295,39 @@ def content_fingerprint(uris: list[str]) -> str:
 
 
 class ByteReader:
-    """Reads the bytes behind URIs, keeping tar indexes and Parquet files open between calls."""
+    """Reads the bytes behind URIs (local, on a store, or http(s) URLs), keeping tar indexes,
+    Parquet files and the HTTP session open between calls.
 
-    def __init__(self, parquet_column: str | None = None):
+    ``download``: timeouts and retries for URLs (``engine.http.DownloadPolicy``); a URL that
+    cannot be fetched raises ``engine.http.DownloadError`` (an ``OSError``) with its status.
+    """
+
+    def __init__(self, parquet_column: str | None = None, download: DownloadPolicy | None = None):
         self.parquet_column = parquet_column
+        self.download = download or DownloadPolicy()
+        self._downloader: Downloader | None = None
         self._tars: dict[str, tarfile.TarFile] = {}
         self._parquet: dict[str, tuple[pq.ParquetFile, str, list[int]]] = {}
 
     def read(self, uri: str) -> bytes:
         """Return the bytes of ``uri``; raises ``OSError``/``KeyError`` when they are gone."""
+        if is_url(uri):
+            if self._downloader is None:
+                self._downloader = Downloader(self.download)
+            return self._downloader.fetch(uri)
         if TAR_SEP not in uri:
-            return Path(uri).read_bytes()
+            return location(uri, "input").read_bytes()
         container, inner = uri.split(TAR_SEP, 1)
-        if container.lower().endswith(".parquet"):
+        if container.lower().endswith((".parquet", *LIST_SUFFIXES)):
+            if container.lower().endswith(LIST_SUFFIXES):
+                return b""  # an empty row of a URL list: nothing to read
             return self._parquet_row(container, int(inner.removeprefix("row=")))
         archive = self._tars.get(container)
         if archive is None:
-            archive = self._tars[container] = tarfile.open(container)  # noqa: SIM115 - kept open for the shard, closed in close()
+            place = location(container, "input")
+            opened = place.open_input() if is_remote(place) else None
+            archive = tarfile.open(None if opened else place, fileobj=opened)  # noqa: SIM115 - kept open for the shard, closed in close()
+            self._tars[container] = archive
         member = archive.extractfile(inner)
         if member is None:
             raise KeyError(f"{inner} is not a file in {container}")
@@ -202,8 +335,9 @@ class ByteReader:
 
     def _parquet_row(self, path: str, row: int) -> bytes:
         if path not in self._parquet:
-            parquet_file = pq.ParquetFile(path)
-            column, _ = parquet_column_of(Path(path), self.parquet_column)
+            place = location(path, "input")
+            parquet_file = open_parquet(place)
+            column, _ = parquet_column_of(place, self.parquet_column)
             offsets, total = [], 0
             for group in range(parquet_file.num_row_groups):
                 offsets.append(total)
@@ -213,10 +347,13 @@ class ByteReader:
         group = max(i for i, start in enumerate(offsets) if start <= row)
         values = parquet_file.read_row_group(group, columns=[column]).column(column)
         value = values[row - offsets[group]].as_py()
-        return value or b""
+        return value if isinstance(value, bytes) else b""
 
     def close(self) -> None:
         for archive in self._tars.values():
             archive.close()
         self._tars.clear()
         self._parquet.clear()
+        if self._downloader is not None:
+            self._downloader.close()
+            self._downloader = None

@@ -7,12 +7,19 @@ A bad input becomes an ``errors`` row (stage ``read`` or ``decode``); an annotat
 fails on one image gives an ``errors`` row with its source as the stage, and the other
 annotators' rows for that image are still written.
 
-Driver side, ``annotate_corpus(config, input, out)``: lists and shards the input, skips
-shards whose marker exists, runs the rest on the executor, writes each result as it
-arrives, and commits the iteration (``run.json``, then ``_COMMITTED``); then, if the
-iteration has more than ``run.compact_rows`` rows in a table, compacts its per-shard files
-into large parts (``engine.compact``). A rerun of a committed iteration finishes a
-compaction a killed run left unfinished, and otherwise writes nothing.
+The worker writes the shard's table files itself, straight to the corpus (local or on a
+store: ``engine.storage``), and returns only the marker; a shard the executor had to split
+to isolate an image that kills its worker (``engine.executors``) is assembled from its
+parts by the driver (``ShardProcessor.assemble``).
+
+Driver side, ``annotate_corpus(config, input, out)``: plans the iteration once
+(``engine.plan``: ``_plan.parquet``, listed and sorted out of core; a resume reads it), skips
+shards whose marker exists, streams the rest to the executor, writes each returned marker,
+keeps running totals (not the markers), and commits the iteration (``run.json``, then
+``_COMMITTED``); then, if the iteration has more than ``run.compact_rows`` rows in a
+table, compacts its per-shard files into large parts (``engine.compact``). A rerun of a
+committed iteration reads only ``_plan.json`` and ``run.json`` (the input is not listed),
+finishes a compaction a killed run left unfinished, and otherwise writes nothing.
 """
 
 from __future__ import annotations
@@ -27,26 +34,23 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
 import pyarrow as pa
 from tqdm import tqdm
 
 import engine
 from engine.compact import compact_if_due
-from engine.corpus import Corpus, IterationWriter, check_same_plan
-from engine.executors import ModelPool, make_executor
+from engine.corpus import Corpus, CorpusError, IterationWriter, check_same_plan, check_same_request
+from engine.executors import FailurePolicy, ModelPool, make_executor
+from engine.http import DownloadError, DownloadPolicy
 from engine.imaging import DecodeLimits, ImageError, decode_image
+from engine.plan import build_plan, iter_shards
 from engine.records import ErrorRecord, Sample, content_id, error_row
 from engine.schemas import TABLES, table_from_rows
-from engine.sources import (
-    ByteReader,
-    Shard,
-    content_fingerprint,
-    fingerprint,
-    list_inputs,
-    make_shards,
-)
+from engine.sources import ByteReader, Shard, content_fingerprint, fingerprint, list_inputs
 from engine.steps import RemoteStep, Step, order_steps, worker_context
+from engine.storage import is_remote
 from pipelines.config import EngineConfig
 
 REPORTED_PACKAGES = (
@@ -67,10 +71,20 @@ class ShardProcessor:
     """Everything a worker needs to turn a shard into tables. Pickles small: models are
     built and loaded in ``setup()``, on the worker."""
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, writer: IterationWriter | None = None):
+        """``writer``: where ``process`` writes each shard's tables (None: they are returned
+        in the ``ShardResult`` instead)."""
         self.config = config
+        self.writer = writer
         self.steps: list[Step] = []
         self.replicas: dict[int, list] = {}  # annotator index -> its pool's actor handles
+        # The model call running now, for a worker's watchdog (engine.executors):
+        # (monotonic start, shard index, step source, URIs of the batch), or None.
+        self.current_call: tuple | None = None
+
+    @property
+    def task_timeout_s(self) -> float | None:
+        return self.config.run.task_timeout_s or None
 
     def model_pools(self) -> list[ModelPool]:
         """The annotators that run in pools of their own actors (``AnnotatorSpec.pooled``),
@@ -107,9 +121,22 @@ class ShardProcessor:
             table_from_rows(name, [])
 
     def process(self, shard: Shard) -> ShardResult:
+        """Annotate a whole shard. With a writer, its table files are written here (on the
+        worker) and the result carries only the marker."""
+        result = self.process_part(shard, shard.uris)
+        if self.writer is not None:
+            began = time.perf_counter()
+            self.writer.write_tables(shard.name, result.tables)
+            result.marker["timings"]["write"] = round(time.perf_counter() - began, 4)
+            result.tables = {}
+        return result
+
+    def process_part(self, shard: Shard, uris: tuple[str, ...]) -> ShardResult:
+        """Annotate ``uris`` (all of ``shard``'s, or a part of them while an image that kills
+        its worker is isolated) and return the tables; writes nothing."""
         timings: Counter = Counter()
         errors: list[ErrorRecord] = []
-        samples = self.load(shard, errors, timings)
+        samples = self.load(uris, errors, timings)
         for step in self.steps:
             step.counts.clear()
         batch_size = self.config.run.batch_size
@@ -117,28 +144,70 @@ class ShardProcessor:
             batch = samples[start : start + batch_size]
             for step in self.steps:
                 began = time.perf_counter()
-                step.run_isolated(batch, errors)
+                self.current_call = (time.monotonic(), shard.index, step.source, [s.uri for s in batch])  # fmt: skip
+                try:
+                    step.run_isolated(batch, errors)
+                finally:
+                    self.current_call = None
                 timings[step.timing_key] += time.perf_counter() - began
         began = time.perf_counter()
         tables = self.to_tables(samples, errors)
         timings["to_arrow"] += time.perf_counter() - began
         marker = shard_marker(shard, tables, timings)
+        marker["n_inputs"] = len(uris)
         marker["filter_counts"] = {
             step.name: dict(step.counts) for step in self.steps if step.stage.endswith("_filters")
         }
         return ShardResult(shard=shard, tables=tables, marker=marker)
 
-    def load(self, shard: Shard, errors: list[ErrorRecord], timings: Counter) -> list[Sample]:
+    def assemble(self, shard: Shard, parts: list[ShardResult], isolated: list[ErrorRecord]) -> ShardResult:  # fmt: skip
+        """On the driver: the shard made of its parts (in URI order) and an ``errors`` row
+        for each image that was isolated because it killed its worker or hung
+        (``worker_crashed``, ``timeout``); written like a worker writes a shard."""
+        iteration = self.config.run.iteration
+        tables = {
+            name: pa.concat_tables(
+                [part.tables[name] for part in parts]
+                + (
+                    [table_from_rows(name, [error_row(e, iteration) for e in isolated])]
+                    if name == "errors"
+                    else []
+                )
+            )  # fmt: skip
+            for name in TABLES
+        }
+        timings: Counter = Counter()
+        filter_counts: dict[str, Counter] = defaultdict(Counter)
+        for part in parts:
+            timings.update(part.marker.get("timings", {}))
+            for step, counts in part.marker.get("filter_counts", {}).items():
+                filter_counts[step].update(counts)
+        marker = shard_marker(shard, tables, timings)
+        marker["filter_counts"] = {step: dict(counts) for step, counts in filter_counts.items()}
+        marker["isolated"] = [{"uri": e.uri, "error_type": e.error_type} for e in isolated]
+        if self.writer is not None:
+            self.writer.write_tables(shard.name, tables)
+            tables = {}
+        return ShardResult(shard=shard, tables=tables, marker=marker)
+
+    def load(self, uris: tuple[str, ...], errors: list[ErrorRecord], timings: Counter) -> list[Sample]:  # fmt: skip
         """Read and decode every input of a shard; bad ones become errors."""
         limits = DecodeLimits(self.config.decode.min_side, self.config.decode.max_pixels)
-        reader = ByteReader(self.config.input.parquet_column)
+        download = self.config.input.download
+        reader = ByteReader(
+            self.config.input.parquet_column,
+            DownloadPolicy(download.timeout_s, download.retries, max_bytes=download.max_bytes),
+        )
         samples: list[Sample] = []
         first_uri: dict[str, str] = {}
         try:
-            for uri in shard.uris:
+            for uri in uris:
                 began = time.perf_counter()
                 try:
                     data = reader.read(uri)
+                except DownloadError as exc:
+                    errors.append(ErrorRecord(uri, "read", "download_failed", str(exc)))
+                    continue
                 except (OSError, KeyError, ValueError) as exc:
                     errors.append(
                         ErrorRecord(uri, "read", "unreadable", f"{type(exc).__name__}: {exc}")
@@ -222,24 +291,35 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def sum_markers(markers: list[dict]) -> dict:
-    totals: dict = {
-        "rows": Counter(),
-        "kept": Counter(),
-        "error_types": Counter(),
-        "timings": Counter(),
-    }
-    reasons: dict[str, Counter] = defaultdict(Counter)
-    for marker in markers:
-        for key in ("rows", "kept", "error_types", "timings"):
-            totals[key].update(marker.get(key, {}))
+class MarkerTotals:
+    """Running totals of shard markers (rows, kept, errors, drop reasons, timings): what
+    the driver keeps of finished shards, however many there are."""
+
+    def __init__(self) -> None:
+        self.totals = {key: Counter() for key in ("rows", "kept", "error_types", "timings")}
+        self.reasons: dict[str, Counter] = defaultdict(Counter)
+        self.n_inputs = 0
+
+    def add(self, marker: dict) -> None:
+        for key, counter in self.totals.items():
+            counter.update(marker.get(key, {}))
         for table, counts in marker.get("drop_reasons", {}).items():
-            reasons[table].update(counts)
-    summary = {key: dict(value) for key, value in totals.items()}
-    summary["timings"] = {key: round(value, 3) for key, value in summary["timings"].items()}
-    summary["drop_reasons"] = {table: dict(counts) for table, counts in reasons.items()}
-    summary["n_inputs"] = sum(marker.get("n_inputs", 0) for marker in markers)
-    return summary
+            self.reasons[table].update(counts)
+        self.n_inputs += marker.get("n_inputs", 0)
+
+    def summary(self) -> dict:
+        summary = {key: dict(value) for key, value in self.totals.items()}
+        summary["timings"] = {key: round(value, 3) for key, value in summary["timings"].items()}
+        summary["drop_reasons"] = {table: dict(counts) for table, counts in self.reasons.items()}
+        summary["n_inputs"] = self.n_inputs
+        return summary
+
+
+def sum_markers(markers) -> dict:
+    totals = MarkerTotals()
+    for marker in markers:
+        totals.add(marker)
+    return totals.summary()
 
 
 def output_config_hash(config: EngineConfig) -> str:
@@ -247,8 +327,9 @@ def output_config_hash(config: EngineConfig) -> str:
     workers run them): a resumed run must not mix shards made under two configs."""
     settings = config.to_dict()
     settings.pop("refine", None)  # used by fld refine to build each iteration's own config
-    for key in ("workers", "address", "executor", "compact_rows"):
+    for key in ("workers", "address", "executor", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts"):  # fmt: skip
         settings["run"].pop(key, None)
+    settings["input"].pop("download", None)  # how hard to try, not what a fetched image gives
     for annotator in settings["annotators"]:  # where a model runs does not change its rows
         for key in ("resources", "replicas", "device"):
             annotator.pop(key, None)
@@ -269,6 +350,28 @@ class RunSummary:
     compaction: dict | None = None  # what engine.compact did after the commit, if anything
 
 
+class ShardsFailed(CorpusError):
+    """Shards ended failed (at most ``run.max_failed_shards`` of them, else the run stopped
+    at the first over): the iteration is not committed; a rerun retries them."""
+
+    def __init__(self, where, failed: dict[str, str]):
+        self.failed = failed
+        listed = "; ".join(f"shard {name}: {reason}" for name, reason in sorted(failed.items()))
+        super().__init__(
+            f"{where}: not committed: {len(failed)} shard(s) failed ({listed[:2000]}); "
+            "rerun the same command to retry them"
+        )
+
+
+def normalized_input(input_path: str) -> str:
+    """The input as a plan records it: a local path made absolute (``./images/`` and
+    ``images`` are one input), a URI without its trailing slash."""
+    text = str(input_path)
+    if is_remote(text):
+        return text.rstrip("/")
+    return os.path.abspath(text) if any(ch in text for ch in "*?[") else str(Path(text).resolve())
+
+
 def annotate_corpus(
     config: EngineConfig,
     input_path: str,
@@ -277,50 +380,58 @@ def annotate_corpus(
     run_notes: dict | None = None,
 ) -> RunSummary:
     """Annotate ``input_path`` into iteration ``config.run.iteration`` of the corpus at
-    ``out``; resumes an interrupted run, and does nothing for a committed iteration.
-    ``run_notes`` are added to the iteration's ``run.json``."""
+    ``out`` (a local path or a store URI); resumes an interrupted run, and does nothing
+    for a committed iteration. ``run_notes`` are added to the iteration's ``run.json``."""
     started = time.time()
     iteration = config.run.iteration
     corpus = Corpus(out)
-    uris = list_inputs(input_path, config.input.parquet_column)
-    shards = make_shards(uris, config.run.shard_size)
-    plan = {
-        "input": str(input_path),
-        "fingerprint": fingerprint(uris, config.run.shard_size),
-        "content_fingerprint": content_fingerprint(uris),
-        "config_hash": output_config_hash(config),
-        "n_inputs": len(uris),
-        "n_shards": len(shards),
-        "shard_size": config.run.shard_size,
-    }
     writer = IterationWriter(corpus, iteration)
+    request = {
+        "input": normalized_input(input_path),
+        "shard_size": config.run.shard_size,
+        "config_hash": output_config_hash(config),
+    }
     if corpus.is_committed(iteration):
-        check_same_plan(writer.recorded_plan() or {}, plan, writer.path, contents=False)
-        info = corpus.run_info(iteration)
-        # A compaction that a killed run left unfinished is finished; else nothing is written.
-        compaction = compact_if_due(corpus, iteration, show_progress)
-        return RunSummary(
-            out, iteration, len(uris), len(shards), len(shards), 0, time.time() - started,
-            nothing_to_do=True, counts=info.get("counts", {}), compaction=compaction,
-        )  # fmt: skip
+        return rerun_of_committed(corpus, writer, request, input_path, config, show_progress)
+    plan = writer.plan_for(
+        request,
+        lambda target: build_plan(
+            request["input"], config.input.parquet_column, config.run.shard_size, target
+        ),  # fmt: skip
+    )
     writer.prepare(plan)
-    done = writer.done_shards()
-    todo = [shard for shard in shards if shard.index not in done]
-    done_inputs = sum(len(shard.uris) for shard in shards if shard.index in done)
+    done = writer.done_indexes()
+    totals = MarkerTotals()
+    done_inputs = 0
+    for marker in writer.iter_markers():  # one at a time: only the totals are kept
+        totals.add(marker)
+        done_inputs += marker.get("n_inputs", 0)
+    n_shards, n_inputs = int(plan["n_shards"]), int(plan["n_inputs"])
     if done and show_progress:
-        print(f"resuming: {len(done)} of {len(shards)} shards already written", file=sys.stderr)
-    processor = ShardProcessor(config)
+        print(f"resuming: {len(done)} of {n_shards} shards already written", file=sys.stderr)
+    todo = iter_shards(writer.path / plan["plan_file"], int(plan["digits"]), skip=done)
+    processor = ShardProcessor(config, writer)
     executor = make_executor(config.run)
+    policy = FailurePolicy(config.run.max_attempts, config.run.task_timeout_s or None)
+    failed: dict[str, str] = {}
+    shards_run = 0
     with tqdm(
-        total=len(uris), initial=done_inputs, unit="img", desc=f"iteration {iteration}",
+        total=n_inputs, initial=done_inputs, unit="img", desc=f"iteration {iteration}",
         disable=not show_progress, file=sys.stderr, dynamic_ncols=True,
     ) as progress:  # fmt: skip
-        for result in executor.map(processor, todo):
-            writer.write_shard(result.shard.name, result.tables, result.marker)
-            done[result.shard.index] = result.marker
-            progress.update(len(result.shard.uris))
-    markers = [done[index] for index in sorted(done)]
-    counts = sum_markers(markers)
+        for outcome in executor.map(processor, todo, policy):
+            if outcome.error is not None:
+                failed[outcome.shard.name] = f"{type(outcome.error).__name__}: {outcome.error}"
+                if len(failed) > config.run.max_failed_shards:
+                    raise outcome.error
+                continue
+            writer.write_marker(outcome.shard.name, outcome.marker)
+            totals.add(outcome.marker)
+            shards_run += 1
+            progress.update(len(outcome.shard.uris))
+    if failed:
+        raise ShardsFailed(writer.path, failed)
+    counts = totals.summary()
     wall = time.time() - started
     run_info = {
         "engine": f"fld-engine@{engine.__version__}",
@@ -335,12 +446,13 @@ def annotate_corpus(
             "workers": config.run.workers,
             "address": config.run.address,
             "model_pools": getattr(executor, "placements", []),
+            "recoveries": getattr(executor, "recoveries", {}),
         },
         "packages": package_versions(),
         "timings": {
             "committed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "wall_seconds_last_run": round(wall, 3),
-            "shards_in_last_run": len(todo),
+            "shards_in_last_run": shards_run,
             "stage_seconds": counts.pop("timings"),
         },
         "counts": counts,
@@ -352,13 +464,32 @@ def annotate_corpus(
     # into large parts when the iteration is large enough for their number to cost queries.
     compaction = compact_if_due(corpus, iteration, show_progress)
     return RunSummary(
-        out,
-        iteration,
-        len(uris),
-        len(shards),
-        len(shards) - len(todo),
-        len(todo),
-        wall,
-        counts=counts,
+        str(out), iteration, n_inputs, n_shards, n_shards - shards_run, shards_run, wall,
+        counts=counts, compaction=compaction,
+    )  # fmt: skip
+
+
+def rerun_of_committed(corpus, writer, request, input_path, config, show_progress) -> RunSummary:
+    """A committed iteration is final: check it was made for this input and config (from
+    ``_plan.json``, without listing the input), finish a compaction a killed run left
+    unfinished, and write nothing else."""
+    started = time.time()
+    recorded = writer.recorded_plan() or {}
+    if recorded.get("plan_file"):
+        check_same_request(recorded, request, writer.path)
+    else:  # committed by an engine that kept no _plan.parquet: check as it did
+        uris = list_inputs(input_path, config.input.parquet_column)
+        plan = {
+            "fingerprint": fingerprint(uris, config.run.shard_size),
+            "content_fingerprint": content_fingerprint(uris),
+            "config_hash": request["config_hash"],
+        }
+        check_same_plan(recorded, plan, writer.path, contents=False)
+    info = corpus.run_info(writer.iteration)
+    compaction = compact_if_due(corpus, writer.iteration, show_progress)
+    n_shards = int(recorded.get("n_shards", 0))
+    return RunSummary(
+        str(corpus.root), writer.iteration, int(recorded.get("n_inputs", 0)), n_shards, n_shards,
+        0, time.time() - started, nothing_to_do=True, counts=info.get("counts", {}),
         compaction=compaction,
-    )
+    )  # fmt: skip

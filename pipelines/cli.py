@@ -32,8 +32,20 @@ class UsageError(Exception):
 
 
 def check_writable(out: str) -> None:
-    """Fail fast if ``--out`` cannot be created or written (before any work starts)."""
-    path = Path(out).resolve()
+    """Fail fast if ``--out`` cannot be created or written (before any work starts): on a
+    store, a probe object is written and deleted (an unsupported scheme fails here too)."""
+    from engine.storage import StorageError, StorePath, location
+
+    place = location(out, "--out")
+    if isinstance(place, StorePath):
+        probe = place / ".fld-probe"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink(missing_ok=True)
+        except (OSError, StorageError) as exc:
+            raise UsageError(f"--out: cannot write to {out} ({exc})") from None
+        return
+    path = place.resolve()
     probe_dir = path
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
@@ -53,7 +65,10 @@ def command_run(args: argparse.Namespace) -> int:
     overrides = overrides_of(args)
     config = load_config(args.config, overrides)
     check_writable(args.out)
-    if not Path(args.input).exists() and not any(ch in args.input for ch in "*?["):
+    from engine.storage import is_remote
+
+    remote = is_remote(args.input)
+    if not remote and not Path(args.input).exists() and not any(ch in args.input for ch in "*?["):
         raise UsageError(f"INPUT: {args.input} does not exist")
 
     from pipelines.annotate import annotate_corpus
@@ -520,12 +535,14 @@ def main(argv: list[str] | None = None) -> int:
     from engine.corpus import CorpusError
     from engine.executors import PlacementError
     from engine.sources import InputError
+    from engine.storage import StorageError
     from pipelines.config import ConfigError
 
     try:
         return args.handler(args)
     except (
-        ConfigError, CorpusError, InputError, UsageError, FileNotFoundError, PlacementError
+        ConfigError, CorpusError, InputError, UsageError, FileNotFoundError, PlacementError,
+        StorageError,
     ) as exc:  # fmt: skip
         print(f"fld {args.command}: {exc}", file=sys.stderr)
         return 2

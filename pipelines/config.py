@@ -4,9 +4,10 @@ model loads. Unknown keys are errors; every error names its key (``filters.nms.i
 Sections (see ``pipelines/default_config.yaml`` for every default, documented):
 
 - ``decode``: ``min_side``, ``max_pixels``  (``engine.imaging.DecodeLimits``)
-- ``input``: ``parquet_column``  (``engine.sources``)
+- ``input``: ``parquet_column``, ``download`` (``engine.sources``, ``engine.http``)
 - ``run``: ``shard_size``, ``batch_size``, ``workers``, ``threads_per_worker``,
-  ``executor`` (``ray`` | ``local``), ``address``, ``iteration``, ``compact_rows``
+  ``executor`` (``ray`` | ``local``), ``address``, ``iteration``, ``compact_rows``,
+  ``task_timeout_s``, ``max_attempts``, ``max_failed_shards``
 - ``annotators``: a list; each item ``{name: <registry name>, ...its arguments}``
 - ``filters``: ``geometry``, ``confidence``, ``nms``, ``fusion``, ``text_complexity``,
   ``phrase_confidence``, each ``{enabled: bool, ...its arguments}``
@@ -62,8 +63,17 @@ class DecodeConfig(Strict):
     max_pixels: Annotated[int, Field(ge=1)] = 89_478_485
 
 
+class DownloadConfig(Strict):
+    """How workers fetch http(s) URLs (``engine.http.DownloadPolicy``)."""
+
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    retries: Annotated[int, Field(ge=0, le=20)] = 2
+    max_bytes: Annotated[int, Field(ge=1)] = 64 * 2**20
+
+
 class InputConfig(Strict):
     parquet_column: str | None = None
+    download: DownloadConfig = DownloadConfig()
 
 
 class RunConfig(Strict):
@@ -77,6 +87,15 @@ class RunConfig(Strict):
     # After the commit, merge the iteration's per-shard files into parts of about this many
     # rows of its largest table, if it has more (engine/compact.py); 0: never.
     compact_rows: Annotated[int, Field(ge=0)] = DEFAULT_TARGET_ROWS
+    # A model call on one batch that runs longer is killed (its worker process exits) and the
+    # image becomes a ``timeout`` errors row (engine.executors; the Ray executor); 0: no limit.
+    task_timeout_s: Annotated[float, Field(ge=0)] = 1800.0
+    # Tries of a shard (and of an isolated image) whose worker process dies before it is
+    # split, or the image written off as ``worker_crashed``.
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 2
+    # Shards that may end failed (an error that is not a crashed worker) before the run stops;
+    # failed shards are listed, the iteration is not committed, and a rerun retries them.
+    max_failed_shards: Annotated[int, Field(ge=0)] = 0
 
 
 class AnnotatorSpec(Strict):

@@ -1,0 +1,300 @@
+"""Where a corpus or an input lives: a local path, or a URI on any ``pyarrow.fs`` / fsspec
+filesystem (``s3://``, ``gs://``, ``hdfs://``, ...).
+
+``location(uri)`` gives a ``pathlib.Path`` for a local path (and ``file://``), and a
+``StorePath`` for everything else. ``StorePath`` has the part of ``pathlib.Path``'s API
+that the corpus code uses (``/``, ``name``, ``parent``, ``exists``, ``is_dir``,
+``iterdir``, ``glob``, ``read_bytes``, ``write_bytes``, ``mkdir``, ``unlink``), so
+``engine.corpus`` reads and writes both kinds through one code path; the few places that
+differ (atomic writes, Parquet and DuckDB access) branch on ``is_remote``.
+
+Credentials and endpoints are configured as the store's own tools are:
+
+- S3: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+  ``AWS_DEFAULT_REGION``/``AWS_REGION``, profiles and instance roles (the AWS SDK's own
+  chain, inside pyarrow), and ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` for
+  S3-compatible servers (MinIO, Ceph, moto). pyarrow's ``S3FileSystem`` constructor does
+  not read the endpoint variables itself, so they are read here.
+- GCS, HDFS: pyarrow's ``FileSystem.from_uri`` (``GOOGLE_APPLICATION_CREDENTIALS``,
+  ``HADOOP_HOME``/``CLASSPATH``...).
+- Any other scheme an installed fsspec package registers (``az://`` with adlfs, ...),
+  wrapped with ``pyarrow.fs.FSSpecHandler``.
+
+A scheme nothing handles is a ``StorageError`` naming it, never a local folder called
+``s3:``.
+
+Writes on object stores: an object becomes visible only once its upload completes, so a
+reader never sees half an object; there is no rename, so writers use deterministic names
+and write a shard's marker after its table files (``engine.corpus``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+URI_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
+# Object stores: no rename, no folders of their own, an object appears whole when written.
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+DUCKDB_PROTOCOL = "fldstore"  # the prefix DuckDB sees for a store's files (engine.query)
+
+
+class StorageError(ValueError):
+    """A location that cannot be used: an unsupported scheme, a missing bucket, ..."""
+
+
+def scheme_of(uri: str) -> str | None:
+    """``"s3"`` for ``s3://bucket/key``; None for a local path (a Windows drive letter is
+    not a scheme: one character)."""
+    match = URI_RE.match(str(uri))
+    if match and len(match.group(1)) > 1:
+        return match.group(1).lower()
+    return None
+
+
+def is_remote(uri) -> bool:
+    """True for a ``StorePath`` or a URI with a scheme other than ``file``."""
+    if isinstance(uri, StorePath):
+        return True
+    scheme = scheme_of(str(uri))
+    return scheme is not None and scheme != "file"
+
+
+def location(uri: str | Path | StorePath, what: str = "path") -> Path | StorePath:
+    """The place ``uri`` names: a ``Path`` (local; ``file://`` stripped) or a ``StorePath``.
+    ``what`` names the setting in errors (``--out``, ``input``)."""
+    if isinstance(uri, (Path, StorePath)):
+        return uri
+    text = str(uri)
+    scheme = scheme_of(text)
+    if scheme is None:
+        return Path(text)
+    if scheme == "file":
+        return Path(URI_RE.match(text).group(2))
+    if scheme in ("http", "https"):
+        raise StorageError(
+            f"{what}: {text} is a web address; http(s) URLs are inputs listed in a URL list "
+            "(a Parquet, CSV or TSV file with a column of URLs), not a folder to list or write"
+        )
+    path = URI_RE.match(text).group(2).rstrip("/")
+    return StorePath(filesystem_for(scheme, path.split("/", 1)[0], what), path, scheme)
+
+
+@lru_cache(maxsize=32)
+def filesystem_for(scheme: str, authority: str, what: str = "path") -> pafs.FileSystem:
+    """One filesystem object per scheme (and bucket, whose region may differ), reused."""
+    if scheme in ("s3", "s3a"):
+        return s3_filesystem()
+    try:
+        filesystem, _ = pafs.FileSystem.from_uri(f"{scheme}://{authority}")
+        return filesystem
+    except (OSError, ValueError, NotImplementedError) as arrow_error:
+        reason = str(arrow_error)
+    try:
+        import fsspec
+
+        handler = pafs.FSSpecHandler(fsspec.filesystem(scheme))
+        return pafs.PyFileSystem(handler)
+    except (ImportError, ValueError) as fsspec_error:
+        raise StorageError(
+            f"{what}: unsupported scheme {scheme}:// ({reason}; fsspec: {fsspec_error}). "
+            "Local paths, s3://, gs://, hdfs:// and schemes of installed fsspec packages work"
+        ) from fsspec_error
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """S3 configured from the AWS variables (see the module docstring)."""
+    options: dict = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        match = URI_RE.match(endpoint)
+        if match:
+            options["scheme"] = match.group(1)
+            options["endpoint_override"] = match.group(2).rstrip("/")
+        else:
+            options["endpoint_override"] = endpoint
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["region"] = region
+    return pafs.S3FileSystem(**options)
+
+
+class StorePath:
+    """A file or folder on a ``pyarrow.fs`` filesystem, named like ``s3://bucket/key``.
+
+    ``path`` is the filesystem's own path (``bucket/key``: no scheme, no trailing slash).
+    Picklable (the filesystem pickles), so Ray workers get it as it is."""
+
+    is_remote = True
+
+    def __init__(self, filesystem: pafs.FileSystem, path: str, scheme: str):
+        self.fs = filesystem
+        self.path = path.rstrip("/")
+        self.scheme = scheme
+
+    # -- naming --------------------------------------------------------------------------
+    def __truediv__(self, other: str) -> StorePath:
+        return StorePath(self.fs, f"{self.path}/{str(other).strip('/')}", self.scheme)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.path}"
+
+    def __repr__(self) -> str:
+        return f"StorePath({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StorePath) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __lt__(self, other: StorePath) -> bool:
+        return str(self) < str(other)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0] if "." in self.name[1:] else self.name
+
+    @property
+    def suffix(self) -> str:
+        return "." + self.name.rsplit(".", 1)[1] if "." in self.name[1:] else ""
+
+    @property
+    def parent(self) -> StorePath:
+        return StorePath(self.fs, self.path.rsplit("/", 1)[0], self.scheme)
+
+    def with_name(self, name: str) -> StorePath:
+        return self.parent / name
+
+    def resolve(self) -> StorePath:
+        return self
+
+    @property
+    def object_store(self) -> bool:
+        """No rename here: write final names directly (an object appears whole)."""
+        return self.scheme in OBJECT_STORES
+
+    @property
+    def duckdb_uri(self) -> str:
+        """The name DuckDB reads this file by, through ``duckdb_filesystem(self.fs)``."""
+        return f"{DUCKDB_PROTOCOL}://{self.path}"
+
+    # -- queries -------------------------------------------------------------------------
+    def info(self) -> pafs.FileInfo:
+        return self.fs.get_file_info(self.path)
+
+    def exists(self) -> bool:
+        return self.info().type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.info().type == pafs.FileType.Directory
+
+    def is_file(self) -> bool:
+        return self.info().type == pafs.FileType.File
+
+    def size(self) -> int:
+        return int(self.info().size or 0)
+
+    def iterdir(self) -> list[StorePath]:
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
+        return [StorePath(self.fs, info.path, self.scheme) for info in self.fs.get_file_info(selector)]  # fmt: skip
+
+    def glob(self, pattern: str) -> list[StorePath]:
+        """Entries of this folder whose name matches ``pattern`` (one level, like
+        ``Path.glob`` without ``/`` or ``**``)."""
+        return sorted(child for child in self.iterdir() if fnmatch.fnmatchcase(child.name, pattern))
+
+    def rglob(self, pattern: str) -> list[StorePath]:
+        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+        return sorted(
+            StorePath(self.fs, info.path, self.scheme)
+            for info in self.fs.get_file_info(selector)
+            if fnmatch.fnmatchcase(info.path.rsplit("/", 1)[-1], pattern)
+        )
+
+    def files_below(self) -> list[tuple[StorePath, int]]:
+        """Every file below this folder, recursively, with its size."""
+        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+        return [
+            (StorePath(self.fs, info.path, self.scheme), int(info.size or 0))
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        ]
+
+    # -- reading and writing -------------------------------------------------------------
+    def read_bytes(self) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if not self.exists():
+                raise FileNotFoundError(f"{self} does not exist") from exc
+            raise
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def open_input(self):
+        """A seekable file (for ``tarfile`` and ``pyarrow.parquet``)."""
+        return self.fs.open_input_file(self.path)
+
+    def write_bytes(self, data: bytes) -> None:
+        with self.fs.open_output_stream(self.path) as stream:
+            stream.write(data)
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode())
+
+    def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
+        if not self.object_store:  # object stores have no folders: keys imply them
+            self.fs.create_dir(self.path, recursive=parents)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.delete_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def rename(self, target: StorePath) -> None:
+        self.fs.move(self.path, target.path)
+
+    def delete_tree(self) -> None:
+        self.fs.delete_dir(self.path)
+
+
+def duckdb_filesystem(filesystem: pafs.FileSystem):
+    """An fsspec filesystem over ``filesystem`` for ``DuckDBPyConnection.register_filesystem``:
+    DuckDB then reads ``fldstore://bucket/key`` through pyarrow (its own S3 support is an
+    extension that would have to be downloaded, which these machines cannot)."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    class StoreForDuckDB(ArrowFSWrapper):
+        protocol = DUCKDB_PROTOCOL
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = (
+                path[len(DUCKDB_PROTOCOL) + 3 :]
+                if path.startswith(f"{DUCKDB_PROTOCOL}://")
+                else path
+            )
+            return path.rstrip("/")
+
+    return StoreForDuckDB(filesystem)
+
+
+def sql_path(path: Path | StorePath) -> str:
+    """The name DuckDB reads ``path`` by (see ``duckdb_filesystem``)."""
+    return path.duckdb_uri if isinstance(path, StorePath) else str(path)
