@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "hold": "annotators.hold:HoldAnnotator",
     "florence2_regions": "annotators.florence2_regions:Florence2Regions",
     "florence2_segmenter": "annotators.florence2_segmenter:Florence2Segmenter",
+    "chaos": "annotators.chaos:ChaosAnnotator",
 }
 
 

@@ -45,13 +45,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -67,6 +65,7 @@ from engine.corpus import (
 )
 from engine.query import sql_literal
 from engine.schemas import STREAM_ORDER, TABLES
+from engine.storage import duckdb_connection, parquet_source, remove, sql_path
 
 DEFAULT_TARGET_ROWS = 250_000
 MANIFEST_FORMAT = 1
@@ -109,7 +108,7 @@ def read_group(connection, paths: list[Path], table: str) -> tuple[pa.Table, lis
     DuckDB reads them: one query per part and table (its cost per file is a fraction of
     reading each file apart with pyarrow), and it sorts with the very ``ORDER BY`` the
     export reader uses on a shard file."""
-    files = "[" + ", ".join(sql_literal(str(path)) for path in paths) + "]"
+    files = "[" + ", ".join(sql_literal(sql_path(path)) for path in paths) + "]"
     order = ", ".join(STREAM_ORDER.get(table, ("file_row_number",)))
     relation = connection.sql(
         f"SELECT * FROM read_parquet({files}, filename = true, file_row_number = true, "
@@ -119,7 +118,7 @@ def read_group(connection, paths: list[Path], table: str) -> tuple[pa.Table, lis
     counted = pc.value_counts(data.column("filename").combine_chunks())
     by_file = dict(
         zip(
-            (Path(name).name for name in counted.field("values").to_pylist()),
+            (name.rsplit("/", 1)[-1] for name in counted.field("values").to_pylist()),
             counted.field("counts").to_pylist(),
             strict=True,
         )
@@ -141,7 +140,7 @@ def write_part(path: Path, data: pa.Table) -> None:
     """Write a part file durably, then read it back: its rows must equal, value for value,
     the rows read from its shard files (a count alone would miss a corrupted value)."""
     atomic_write_parquet(path, data, durable=True)
-    written = pq.read_table(path, schema=data.schema)
+    written = pq.read_table(parquet_source(path), schema=data.schema)
     if not written.equals(data):
         raise CorpusError(f"{path}: the rows read back differ from its shards' rows; not compacted")
 
@@ -194,7 +193,7 @@ def remove_files(paths) -> int:
     removed = 0
     for path in paths:
         try:
-            os.unlink(path)
+            remove(path)
             removed += 1
         except FileNotFoundError:
             continue
@@ -266,14 +265,16 @@ def compact_iteration(
     if len(recorded) == len(names):
         driving = [int(recorded[name].get(by_table, 0)) for name in names]
     else:
-        driving = [pq.read_metadata(shards[name][by_table]).num_rows for name in names]
+        driving = [
+            pq.read_metadata(parquet_source(shards[name][by_table])).num_rows for name in names
+        ]
     groups = group_shards(driving, target_rows)
 
     parts = []
     totals = dict.fromkeys(TABLES, 0)
     # DuckDB reads and sorts the next file while a thread writes (compresses) the last one:
     # one write at a time, in order, each waited for before the next is handed over.
-    connection = duckdb.connect()
+    connection = duckdb_connection(corpus.root)
     try:
         with (
             ThreadPoolExecutor(1, thread_name_prefix="compact-write") as writer,
@@ -318,7 +319,7 @@ def compact_iteration(
     # Before the switch: the written parts hold exactly the shard files' rows.
     for part in parts:
         for table, relative in part["files"].items():
-            written = pq.read_metadata(folder / relative).num_rows
+            written = pq.read_metadata(parquet_source(folder / relative)).num_rows
             if written != part["rows"][table]:
                 raise CorpusError(
                     f"{folder / relative}: {written} rows written, {part['rows'][table]} read"

@@ -377,37 +377,57 @@ class Scheduler:
         import ray
 
         pending = iter([Task(first)])
-        running: dict = {}
-        idle = list(self.executor.actors)
+        actors = self.executor.actors
+        running: dict = {}  # call -> (task, actor index); task None: a probe of a restarting actor
+        idle = list(range(len(actors)))
+        bound: dict[int, Task] = {}  # a retry waits for its actor's restart, then runs there
+        exhausted = False
 
         def next_task() -> Task | None:
+            nonlocal exhausted
             if self.retry:
                 return self.retry.popleft()
             task = next(pending, None)
             if task is not None:
                 return task
             shard = next(queue, None)
+            exhausted = shard is None
             return Task(shard) if shard is not None else None
+
+        def send(task: Task, index: int) -> None:
+            actor = actors[index]
+            call = actor.process.remote(task.shard) if task.part is None else actor.process_part.remote(task.shard, task.part)  # fmt: skip
+            running[call] = (task, index)
 
         while True:
             while idle:
                 task = next_task()
                 if task is None:
                     break
-                actor = idle.pop()
-                call = actor.process.remote(task.shard) if task.part is None else actor.process_part.remote(task.shard, task.part)  # fmt: skip
-                running[call] = (task, actor)
-            if not running:
+                send(task, idle.pop())
+            if exhausted and not self.retry and not bound and all(t is None for t, _ in running.values()):  # fmt: skip
                 return
             done, _ = ray.wait(list(running), num_returns=1)
-            task, actor = running.pop(done[0])
-            idle.append(actor)  # a dead actor is restarted by Ray; calls to it wait for that
+            task, index = running.pop(done[0])
             try:
                 result = ray.get(done[0])
             except Exception as exc:  # noqa: BLE001 - sorted below
-                outcome = self.failed(task, exc)
+                # Its actor is being restarted (or was): a task sent now would fail as
+                # "unavailable" and count as a try, so it gets one once it answers a probe.
+                if task is None:
+                    time.sleep(0.2)
+                running[actors[index].pid.remote()] = (None, index)
+                outcome = None
+                if task is not None:
+                    outcome, again = self.failed(task, exc)
+                    if again is not None:
+                        bound[index] = again
             else:
-                outcome = self.succeeded(task, result)
+                if task is None and index in bound:
+                    send(bound.pop(index), index)
+                else:
+                    idle.append(index)
+                outcome = self.succeeded(task, result) if task is not None else None
             if outcome is not None:
                 yield outcome
 
@@ -419,29 +439,30 @@ class Scheduler:
         isolation.open_parts -= 1
         return self.finish(isolation)
 
-    def failed(self, task: Task, error: BaseException) -> ShardOutcome | None:
+    def failed(self, task: Task, error: BaseException) -> tuple[ShardOutcome | None, Task | None]:
+        """What follows a failed task: an outcome (the shard failed, or its isolation is
+        complete), and/or the same task again, for its actor once restarted."""
         if failure_kind(error) != "crashed":
             self.isolations.pop(task.shard.index, None)
-            return ShardOutcome(task.shard, error=error)
+            return ShardOutcome(task.shard, error=error), None
         self.count("worker_deaths")
         start, stop = task.part or (0, len(task.shard.uris))
         hung = self.hung(task.shard)
         retried = (stop - start == 1 or task.part is None) and not hung.keys() & set(task.uris)
         if retried and task.attempt < self.policy.max_attempts:  # a dying node, not the images?
-            self.retry.append(Task(task.shard, task.part, task.attempt + 1))
-            return None
+            return None, Task(task.shard, task.part, task.attempt + 1)
         isolation = self.isolations.setdefault(task.shard.index, Isolation(task.shard))
         if task.part is not None:
             isolation.open_parts -= 1
         if stop - start == 1:
             isolation.isolated.append(self.written_off(task.shard, task.shard.uris[start], error))
-            return self.finish(isolation)
+            return self.finish(isolation), None
         middle = (start + stop) // 2
         self.count("shard_splits")
         for part in ((start, middle), (middle, stop)):
             isolation.open_parts += 1
             self.retry.append(Task(task.shard, part))
-        return None
+        return None, None
 
     def hung(self, shard: Shard) -> dict[str, str]:
         """The shard's images whose batch a watchdog ended, and why."""

@@ -15,6 +15,7 @@ import duckdb
 
 from engine.corpus import Corpus
 from engine.schemas import TABLES
+from engine.storage import StorePath, duckdb_filesystem, sql_path
 
 
 def sql_literal(text: str) -> str:
@@ -36,11 +37,14 @@ def connect(
         raise FileNotFoundError(f"{corpus_path} is not a corpus folder")
     chosen = corpus.iterations() if iterations is None else iterations
     connection = duckdb.connect()
+    remote = isinstance(corpus.root, StorePath)
+    if remote:  # DuckDB reads the store through pyarrow (engine.storage.duckdb_filesystem)
+        connection.register_filesystem(duckdb_filesystem(corpus.root.fs))
     groups = {k: corpus.file_groups(k) for k in chosen}  # shard files, or compacted parts
     for table in TABLES:
         paths = [group.files[table] for k in chosen for group in groups[k] if table in group.files]
         if paths:
-            files = ", ".join(sql_literal(str(path)) for path in paths)
+            files = ", ".join(sql_literal(sql_path(path)) for path in paths)
             connection.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
             )
@@ -48,7 +52,7 @@ def connect(
             connection.register(f"_empty_{table}", TABLES[table].empty_table())
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
     if sandbox:
-        root = str(corpus.root.resolve()).rstrip("/") + "/"
+        root = (corpus.root.duckdb_uri if remote else str(corpus.root.resolve())).rstrip("/") + "/"
         connection.execute(f"SET allowed_directories = [{sql_literal(root)}]")
         connection.execute("SET enable_external_access = false")
         connection.execute("SET lock_configuration = true")

@@ -298,3 +298,28 @@ def duckdb_filesystem(filesystem: pafs.FileSystem):
 def sql_path(path: Path | StorePath) -> str:
     """The name DuckDB reads ``path`` by (see ``duckdb_filesystem``)."""
     return path.duckdb_uri if isinstance(path, StorePath) else str(path)
+
+
+def duckdb_connection(root: Path | StorePath):
+    """A new DuckDB connection that can read the files under ``root`` (by ``sql_path``)."""
+    import duckdb
+
+    connection = duckdb.connect()
+    if isinstance(root, StorePath):
+        connection.register_filesystem(duckdb_filesystem(root.fs))
+    return connection
+
+
+def parquet_source(path: Path | StorePath):
+    """What ``pyarrow.parquet`` reads ``path`` from: a file of the store, or the path."""
+    return path.open_input() if isinstance(path, StorePath) else path
+
+
+def remove(path: Path | StorePath) -> None:
+    """Delete a file; ``FileNotFoundError`` if it is gone."""
+    if isinstance(path, StorePath):
+        if not path.exists():
+            raise FileNotFoundError(str(path))
+        path.unlink()
+    else:
+        os.unlink(path)

@@ -25,6 +25,7 @@ import duckdb
 from engine.corpus import Corpus, CorpusError, FileGroup
 from engine.query import connect, sql_literal
 from engine.schemas import STREAM_ORDER
+from engine.storage import duckdb_connection, sql_path
 
 REGION_COLUMNS = (
     "region_id, image_id, kind, x0, y0, x1, y1, quad, polygon, label, score, source, "
@@ -75,7 +76,7 @@ class CorpusReader:
         return self.corpus.file_groups(self.iteration)
 
     def images(self) -> Iterator[ImageAnnotations]:
-        connection = duckdb.connect()
+        connection = duckdb_connection(self.corpus.root)
         connection.execute("SET threads = 1")  # one file at a time, rows in order
         connection.execute("SET preserve_insertion_order = true")
         try:
@@ -90,14 +91,14 @@ class CorpusReader:
         if path is None:
             return iter(())
         cursor = connection.cursor()
-        source = f"read_parquet({sql_literal(str(path))})"
+        source = f"read_parquet({sql_literal(sql_path(path))})"
         if group.shard_rows is None:  # one shard's file, as written: sort it
             cursor.execute(
                 f"SELECT {columns} FROM {source} WHERE {where} "
                 f"ORDER BY {', '.join(STREAM_ORDER[table])}"
             )
         else:  # a compacted part: sorted per shard already, read in file order
-            source = f"read_parquet({sql_literal(str(path))}, file_row_number = true)"
+            source = f"read_parquet({sql_literal(sql_path(path))}, file_row_number = true)"
             cursor.execute(f"SELECT file_row_number, {columns} FROM {source} WHERE {where}")
         names = [d[0] for d in cursor.description]
         ends = list(itertools.accumulate(group.shard_rows[table])) if group.shard_rows else None

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from engine.http import is_url
+from engine.storage import is_remote
 from engine.sources import TAR_SEP, ByteReader
 from pipelines.exports.coco import categories_of
 from pipelines.exports.reader import CorpusReader
@@ -71,7 +73,8 @@ class ImageMaterialiser:
         target = self.folder / f"{stem}{suffix or '.png'}"
         if os.path.lexists(target):
             return None
-        if TAR_SEP not in uri and suffix == Path(uri).suffix.lower():
+        local_file = TAR_SEP not in uri and not is_remote(uri) and not is_url(uri)
+        if local_file and suffix == Path(uri).suffix.lower():
             if self.copy_images:
                 shutil.copyfile(uri, target)
             else:

@@ -1,0 +1,97 @@
+"""Fault battery: poison images. One image kills its worker process (SIGKILL, as a
+segfault or an out-of-memory kill would) every time it is seen, another hangs its model
+call. ``fld run`` on the session's Ray cluster must isolate both (retry, split the shard,
+write the image off) and commit: exactly one ``worker_crashed`` and one ``timeout`` row,
+and every other image's rows equal to the uninterrupted reference run's.
+
+The drill is the ``chaos`` annotator (``annotators/chaos.py``) added to the battery's
+light config; it adds no rows, so the reference rows are the light config's."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import yaml
+
+from engine.schemas import TABLES
+
+from tests.fixtures.battery import (
+    check_corpus_integrity,
+    count_rows,
+    fld_command,
+    report,
+    run,
+    shared_photo_set,
+)
+from tests.fixtures.corpus_tools import all_rows, table_rows
+
+TIMEOUT_S = 6  # run.task_timeout_s; the hang lasts far longer
+
+
+def chaos_config(light: str, crash: str, hang: str, folder) -> str:
+    tree = yaml.safe_load(light)
+    tree["annotators"].append({"name": "chaos", "crash_on": [crash], "hang_on": [hang], "hang_s": 600})  # fmt: skip
+    tree.setdefault("run", {})["task_timeout_s"] = TIMEOUT_S
+    path = folder / "chaos.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def without_images(rows: dict, image_ids: set[str]) -> dict:
+    """The rows of every table but ``errors``, less those of ``image_ids``."""
+    kept = {}
+    for table, table_rows_ in rows.items():
+        if table == "errors":
+            continue
+        column = TABLES[table].get_field_index("image_id")
+        kept[table] = [row for row in table_rows_ if row[column] not in image_ids]
+    return kept
+
+
+def test_poison_images_are_isolated_and_the_iteration_commits(ray_address, tmp_path, tmp_path_factory, capsys):  # fmt: skip
+    photos = shared_photo_set(tmp_path_factory)
+    names = sorted(p.name for p in photos["folder"].iterdir())
+    crash, hang = names[5], names[10]  # in shards 1 and 2 of 4 images each
+    config = chaos_config(photos["config"].read_text(), crash, hang, tmp_path)
+    out = tmp_path / "corpus"
+    started = time.monotonic()
+    result = run(
+        fld_command(
+            photos["folder"],
+            out,
+            config,
+            "--shard-size",
+            "4",
+            "--address",
+            ray_address,
+            "--workers",
+            "2",
+        ),  # fmt: skip
+        timeout=900,
+    )
+    seconds = time.monotonic() - started
+    assert "committed iteration 0" in result.stdout, result.stdout
+    check_corpus_integrity(out)
+
+    errors = table_rows(out, "errors")
+    by_type = {(row[4], row[5]): row[3] for row in errors}  # (stage, error_type) -> uri
+    assert len(errors) == 2, errors
+    assert by_type[("worker", "worker_crashed")].endswith("/" + crash)
+    assert by_type[("worker", "timeout")].endswith("/" + hang)
+
+    reference = photos["rows"]
+    poisoned = {row[0] for row in reference["images"] if row[2].endswith(("/" + crash, "/" + hang))}  # fmt: skip
+    assert len(poisoned) == 2
+    rows = all_rows(out)
+    assert without_images(rows, set()) == without_images(reference, poisoned)
+
+    info = json.loads((out / "iteration=0" / "run.json").read_text())
+    recoveries = info["executor"]["recoveries"]
+    assert recoveries["worker_crashed"] == 1 and recoveries["timeout"] == 1, recoveries
+    report(
+        capsys,
+        f"[poison] {len(names)} photos, shards of 4; crash on {crash}, hang on {hang} "
+        f"(task_timeout_s {TIMEOUT_S}); recoveries {recoveries}; {count_rows(rows)} rows, the "
+        f"others equal to the reference; committed in {seconds:.1f} s",
+    )
