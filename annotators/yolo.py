@@ -17,8 +17,9 @@ from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from annotators.base import STRICT, Annotator
-from engine.records import Region
+from engine.records import Region, file_sha256
 from engine.steps import WorkerContext, resolve_device
+from engine.storage import is_remote, location
 
 
 def ultralytics_model_yaml(name: str) -> Path | None:
@@ -36,13 +37,37 @@ def ultralytics_model_yaml(name: str) -> Path | None:
     return None
 
 
+def cached_copy(uri: str) -> str:
+    """A local copy of a stored file, downloaded once per machine (the cache is keyed by the
+    URI and the object's size and modification time)."""
+    import hashlib
+    import os
+
+    from engine.offline import CACHE_DIR
+
+    place = location(uri, "weights")
+    info = place.info()
+    key = hashlib.sha256(f"{uri}\t{info.size}\t{info.mtime_ns}".encode()).hexdigest()[:16]
+    target = CACHE_DIR / "store-copies" / f"{key}-{place.name}"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # workers race
+        temporary.write_bytes(place.read_bytes())
+        os.replace(temporary, target)
+    return str(target)
+
+
 @dataclass(config=STRICT)
 class YoloDetector(Annotator):
     """Ultralytics YOLO.
 
     Args:
-        weights: a ``.pt`` weights file, or a model YAML (a path, or a name ultralytics
+        weights: a ``.pt`` weights file (a local path, or a store URI such as
+            ``s3://bucket/corpus/models/iteration=1/student.pt``, which each worker
+            downloads once into its cache), or a model YAML (a path, or a name ultralytics
             ships such as ``yolov8n.yaml``). Must exist when the config is read.
+        sha256: if set, the weights file's SHA-256 must be this before it is loaded
+            (ultralytics unpickles it); the refinement loop sets it for its students.
         min_score: detections under this score are not emitted.
         image_size: inference size (pixels, multiple of 32).
         device: ``auto`` (default: the GPU Ray assigned this worker, else CPU; in-process,
@@ -62,10 +87,15 @@ class YoloDetector(Annotator):
     device: str = "auto"
     half: bool = False
     source_name: str | None = None
+    sha256: str | None = None
 
     @field_validator("weights")
     @classmethod
     def _weights_exist(cls, weights: str) -> str:
+        if is_remote(weights):
+            if location(weights, "weights").is_file():
+                return weights
+            raise ValueError(f"weights file not found: {weights}")
         if Path(weights).is_file():
             return str(Path(weights).resolve())
         if weights.endswith((".yaml", ".yml")) and ultralytics_model_yaml(weights):
@@ -79,7 +109,10 @@ class YoloDetector(Annotator):
         prepare_ultralytics()
         from ultralytics import YOLO
 
-        self._model = YOLO(self.weights, task="detect")
+        weights = cached_copy(self.weights) if is_remote(self.weights) else self.weights
+        if self.sha256 is not None and file_sha256(weights) != self.sha256:
+            raise ValueError(f"{self.weights}: its SHA-256 is not {self.sha256}; not loaded")
+        self._model = YOLO(weights, task="detect")
         self._model.to(self._device)  # now, not at the first batch (placement reads it)
 
     def models(self) -> list:

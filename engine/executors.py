@@ -51,6 +51,7 @@ from typing import Protocol
 from engine.offline import apply_offline_env
 from engine.sources import Shard
 from engine.steps import Resources, Step, worker_context
+from engine.storage import store_env
 
 
 class Processor(Protocol):
@@ -295,6 +296,7 @@ class RayExecutor:
             return False
         env = apply_offline_env()
         env["OMP_NUM_THREADS"] = str(self.threads_per_worker)
+        env.update(store_env())  # the corpus's and inputs' store, for workers that write
         options = {"logging_level": "WARNING", "log_to_driver": True, "configure_logging": True}
         if self.address:
             ray.init(address=self.address, runtime_env={"env_vars": env}, **options)

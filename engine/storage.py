@@ -44,6 +44,16 @@ OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
 DUCKDB_PROTOCOL = "fldstore"  # the prefix DuckDB sees for a store's files (engine.query)
 
 
+# The variables that configure access to stores; a driver joining a cluster passes its own to
+# the workers (runtime_env), as a local Ray's workers inherit them.
+STORE_ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "GCS_", "AZURE_", "HADOOP_", "ARROW_S3_")  # fmt: skip
+
+
+def store_env() -> dict[str, str]:
+    """This process's store variables (``STORE_ENV_PREFIXES``)."""
+    return {key: value for key, value in os.environ.items() if key.startswith(STORE_ENV_PREFIXES)}
+
+
 class StorageError(ValueError):
     """A location that cannot be used: an unsupported scheme, a missing bucket, ..."""
 
@@ -85,9 +95,14 @@ def location(uri: str | Path | StorePath, what: str = "path") -> Path | StorePat
     return StorePath(filesystem_for(scheme, path.split("/", 1)[0], what), path, scheme)
 
 
-@lru_cache(maxsize=32)
 def filesystem_for(scheme: str, authority: str, what: str = "path") -> pafs.FileSystem:
-    """One filesystem object per scheme (and bucket, whose region may differ), reused."""
+    """One filesystem object per scheme (and bucket, whose region may differ) and store
+    settings, reused."""
+    return cached_filesystem(scheme, authority, what, tuple(sorted(store_env().items())))
+
+
+@lru_cache(maxsize=32)
+def cached_filesystem(scheme: str, authority: str, what: str, settings: tuple) -> pafs.FileSystem:
     if scheme in ("s3", "s3a"):
         return s3_filesystem()
     try:

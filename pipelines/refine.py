@@ -36,6 +36,7 @@ polygons of its own rows, drawn after the configured segmenter's).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -46,8 +47,9 @@ from pathlib import Path
 from annotators import annotator_class
 from annotators.student_models import student_model_path
 from engine.compact import compact_if_due
-from engine.corpus import Corpus, CorpusError, atomic_write_json
+from engine.corpus import Corpus, CorpusError, atomic_write_bytes, atomic_write_json
 from engine.records import file_sha256
+from engine.storage import StorePath
 from pipelines.annotate import RunSummary, annotate_corpus
 from pipelines.config import AnnotatorSpec, EngineConfig
 
@@ -159,7 +161,8 @@ def iteration_config(
         entries = {
             "regions": {
                 "name": "yolo",
-                "weights": str(student),
+                "weights": student_weights_for_workers(corpus, iteration, student),
+                "sha256": json.loads((student.parent / "student.json").read_text())["sha256"],
                 "source_name": f"student_i{iteration}",
                 "min_score": refine.student.min_score,
                 "image_size": refine.student.image_size,
@@ -237,6 +240,12 @@ def train_florence2_student(
     them runs no code, so they need no trust check.)"""
     from pipelines.florence2_student import train_florence2
 
+    if isinstance(corpus.root, StorePath):
+        raise CorpusError(
+            f"{corpus.root}: the Florence-2 student trains in the corpus folder and its workers "
+            "load it from there; use a local or shared corpus folder for refine.student.kind "
+            "florence2 (the YOLO student works with corpora on a store)"
+        )
     folder = corpus.root / "models" / f"iteration={iteration}"
     if show_progress and not (folder / "florence2" / "train.json").exists():
         print(f"iteration {iteration}: training the Florence-2 student", file=sys.stderr)
@@ -257,8 +266,9 @@ def train_student(
     if config.refine.student.kind == "florence2":
         return train_florence2_student(corpus, iteration, config, show_progress)
 
-    folder = corpus.root / "models" / f"iteration={iteration}"
+    folder = models_folder(corpus, iteration)
     weights = folder / "student.pt"
+    fetch_stored_student(corpus, iteration, folder)
     if weights.exists():
         summary_path = folder / "student.json"
         recorded = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -338,7 +348,52 @@ def train_student(
         },
     )
     os.replace(temporary, weights)  # last: its presence means the student is complete
+    store_student(corpus, iteration, folder)
     return weights
+
+
+def models_folder(corpus: Corpus, iteration: int) -> Path:
+    """Where iteration ``iteration``'s student trains: ``models/iteration=K`` in a local
+    corpus; for a corpus on a store, a folder of this machine's cache (ultralytics trains
+    on local files), whose ``student.pt`` and ``student.json`` are then copied to the
+    corpus's own ``models/iteration=K`` (``store_student``)."""
+    if not isinstance(corpus.root, StorePath):
+        return corpus.root / "models" / f"iteration={iteration}"
+    from engine.offline import CACHE_DIR
+
+    # Keyed by the corpus's URI and its iteration 0's plan: a new corpus at an old URI
+    # does not meet an old one's leftovers.
+    plan = (corpus.iteration_dir(0) / "_plan.json").read_text()
+    key = hashlib.sha256(f"{corpus.root}\n{plan}".encode()).hexdigest()[:16]
+    return CACHE_DIR / "store-corpora" / key / "models" / f"iteration={iteration}"
+
+
+def store_student(corpus: Corpus, iteration: int, folder: Path) -> None:
+    """A corpus on a store keeps its students too: weights first, the summary last."""
+    if isinstance(corpus.root, StorePath):
+        stored = corpus.root / "models" / f"iteration={iteration}"
+        atomic_write_bytes(stored / "student.pt", (folder / "student.pt").read_bytes())
+        atomic_write_bytes(stored / "student.json", (folder / "student.json").read_bytes())
+
+
+def fetch_stored_student(corpus: Corpus, iteration: int, folder: Path) -> None:
+    """A student a run on another machine stored, copied into this machine's cache (it is
+    still checked against the trust store before it is loaded)."""
+    if not isinstance(corpus.root, StorePath) or (folder / "student.pt").exists():
+        return
+    stored = corpus.root / "models" / f"iteration={iteration}"
+    if (stored / "student.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / "student.json", (stored / "student.json").read_bytes())
+        atomic_write_bytes(folder / "student.pt", (stored / "student.pt").read_bytes())
+
+
+def student_weights_for_workers(corpus: Corpus, iteration: int, weights: Path) -> str:
+    """The weights path the iteration's workers load: the stored copy for a corpus on a
+    store (workers on other machines cannot read this one's cache), else the file."""
+    if isinstance(corpus.root, StorePath):
+        return str(corpus.root / "models" / f"iteration={iteration}" / "student.pt")
+    return str(weights)
 
 
 def refine_corpus(
@@ -352,7 +407,7 @@ def refine_corpus(
     if not corpus.is_committed(0):
         raise CorpusError(f"{corpus_path} has no committed iteration 0: run `fld run` first")
     config = base_config(corpus, config)
-    input_path = json.loads((corpus.iteration_dir(0) / "_plan.json").read_text())["input"]
+    input_path = json.loads((corpus.iteration_dir(0) / "_plan.json").read_text())["input"]  # fmt: skip
     summaries = []
     for iteration in range(1, iterations + 1):
         if corpus.is_committed(iteration):

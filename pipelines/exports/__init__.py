@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from engine.corpus import atomic_write_json
+from engine.storage import location
 from pipelines.exports.reader import CorpusReader
 
 FORMATS = ("florence2", "coco", "yolo")
@@ -90,7 +91,7 @@ def export_corpus(
         counts = export_yolo(reader, out, **options)
     summary = {
         "format": fmt,
-        "corpus": str(Path(corpus).resolve()),
+        "corpus": str(location(str(corpus)).resolve()),
         "iteration": reader.iteration,
         "include_dropped": include_dropped,
         "options": {key: value for key, value in options.items() if value is not None},

@@ -32,8 +32,8 @@ from pathlib import Path
 import yaml
 
 from engine.http import is_url
-from engine.storage import is_remote
 from engine.sources import TAR_SEP, ByteReader
+from engine.storage import is_remote
 from pipelines.exports.coco import categories_of
 from pipelines.exports.reader import CorpusReader
 

@@ -15,7 +15,6 @@ import time
 import yaml
 
 from engine.schemas import TABLES
-
 from tests.fixtures.battery import (
     check_corpus_integrity,
     count_rows,
