@@ -255,12 +255,29 @@ class FailureNotes:
         return dict(self.hung.get(shard_index, {}))
 
 
+LIVENESS_PERIOD_S = 5.0  # with no call finished for this long, the actors are looked at
+LOST_AFTER_S = 10.0  # a call whose actor is not alive for this long is failed as a crash
+
+
+class WorkerLost(Exception):
+    """A call given up: its actor stayed dead or restarting (``Scheduler.lost_calls``)."""
+
+
+def start_notes():
+    """The ``FailureNotes`` actor, on the driver's node (it outlives any worker's node)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FailureNotes).options(scheduling_strategy=here).remote()  # fmt: skip
+
+
 def failure_kind(error: BaseException) -> str:
     """``crashed`` (a worker process or node died, in the shard's worker or a model pool
     replica it called), or ``error`` (an exception in the shard's own code)."""
     import ray.exceptions as rex
 
-    dead = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError)
+    dead = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, WorkerLost)  # fmt: skip
     if isinstance(error, dead):
         return "crashed"
     cause = getattr(error, "cause", None)
@@ -346,7 +363,7 @@ class RayExecutor:
             self.pool_actors = self.start_pools(processor, pools) if pools else []
             # Waits for the replicas' models to load (as the first batch would).
             self.placements = ray.get([actor.placement.remote() for actor in self.pool_actors])
-            notes = ray.remote(num_cpus=0)(FailureNotes).remote() if policy.task_timeout_s else None  # fmt: skip
+            notes = start_notes() if policy.task_timeout_s else None
             actor_class = ray.remote(
                 num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=0
             )(ShardWorker)
@@ -374,6 +391,7 @@ class Scheduler:
         self.retry: deque[Task] = deque()  # tasks to run before new shards
         self.isolations: dict[int, Isolation] = {}
         self.recoveries = executor.recoveries
+        self.suspects: dict = {}  # call -> when its actor was first seen not alive
 
     def run(self, first: Shard, queue: Iterator[Shard]) -> Iterator[ShardOutcome]:
         import ray
@@ -394,7 +412,11 @@ class Scheduler:
                 return task
             shard = next(queue, None)
             exhausted = shard is None
-            return Task(shard) if shard is not None else None
+            if shard is not None:
+                return Task(shard)
+            if bound:  # nothing else to do: do not wait for an actor that may not come back
+                return bound.pop(next(iter(bound)))  # (its node left; no room elsewhere)
+            return None
 
         def send(task: Task, index: int) -> None:
             actor = actors[index]
@@ -409,7 +431,17 @@ class Scheduler:
                 send(task, idle.pop())
             if exhausted and not self.retry and not bound and all(t is None for t, _ in running.values()):  # fmt: skip
                 return
-            done, _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=LIVENESS_PERIOD_S)
+            if not done:  # a call whose actor's node left may never answer: look
+                for call, error in self.lost_calls(running, actors):
+                    task, index = running.pop(call)
+                    running[actors[index].pid.remote()] = (None, index)
+                    outcome, again = self.failed(task, error)
+                    if again is not None:
+                        bound[index] = again
+                    if outcome is not None:
+                        yield outcome
+                continue
             task, index = running.pop(done[0])
             try:
                 result = ray.get(done[0])
@@ -432,6 +464,27 @@ class Scheduler:
                 outcome = self.succeeded(task, result) if task is not None else None
             if outcome is not None:
                 yield outcome
+
+    def lost_calls(self, running: dict, actors: list) -> list[tuple]:
+        """Calls whose actor has not been alive for ``LOST_AFTER_S``: its node left the
+        cluster, and Ray holds the call until the actor is restarted, which may never be
+        (no room elsewhere). They are failed here, as crashes."""
+        from ray._private import state
+
+        now = time.monotonic()
+        lost = []
+        for call, (task, index) in running.items():
+            if task is None:
+                continue
+            info = state.actors(actor_id=actors[index]._actor_id.hex()) or {}
+            if info.get("State") == "ALIVE":
+                self.suspects.pop(call, None)
+                continue
+            since = self.suspects.setdefault(call, now)
+            if now - since >= LOST_AFTER_S:
+                del self.suspects[call]
+                lost.append((call, WorkerLost(f"worker actor {info.get('State', 'gone')} for {now - since:.0f} s (its node left?)")))  # fmt: skip
+        return lost
 
     def succeeded(self, task: Task, result) -> ShardOutcome | None:
         if task.part is None:
@@ -470,7 +523,12 @@ class Scheduler:
         """The shard's images whose batch a watchdog ended, and why."""
         import ray
 
-        return ray.get(self.notes.of.remote(shard.index)) if self.notes is not None else {}
+        if self.notes is None:
+            return {}
+        try:
+            return ray.get(self.notes.of.remote(shard.index), timeout=60)
+        except (ray.exceptions.RayError, TimeoutError):  # notes lost: a crash, not a hang
+            return {}
 
     def written_off(self, shard: Shard, uri: str, error: BaseException):
         from engine.records import ErrorRecord
