@@ -401,6 +401,7 @@ class Scheduler:
         running: dict = {}  # call -> (task, actor index); task None: a probe of a restarting actor
         idle = list(range(len(actors)))
         bound: dict[int, Task] = {}  # a retry waits for its actor's restart, then runs there
+        bound_since: dict[int, float] = {}
         exhausted = False
 
         def next_task() -> Task | None:
@@ -414,8 +415,13 @@ class Scheduler:
             exhausted = shard is None
             if shard is not None:
                 return Task(shard)
-            if bound:  # nothing else to do: do not wait for an actor that may not come back
-                return bound.pop(next(iter(bound)))  # (its node left; no room elsewhere)
+            # Nothing else to do: a retry whose actor has not come back for LOST_AFTER_S (its
+            # node left, no room elsewhere) goes to this one instead.
+            now = time.monotonic()
+            for index, since in list(bound_since.items()):
+                if now - since >= LOST_AFTER_S:
+                    del bound_since[index]
+                    return bound.pop(index)
             return None
 
         def send(task: Task, index: int) -> None:
@@ -438,7 +444,7 @@ class Scheduler:
                     running[actors[index].pid.remote()] = (None, index)
                     outcome, again = self.failed(task, error)
                     if again is not None:
-                        bound[index] = again
+                        bound[index], bound_since[index] = again, time.monotonic()
                     if outcome is not None:
                         yield outcome
                 continue
@@ -455,9 +461,10 @@ class Scheduler:
                 if task is not None:
                     outcome, again = self.failed(task, exc)
                     if again is not None:
-                        bound[index] = again
+                        bound[index], bound_since[index] = again, time.monotonic()
             else:
                 if task is None and index in bound:
+                    bound_since.pop(index, None)
                     send(bound.pop(index), index)
                 else:
                     idle.append(index)

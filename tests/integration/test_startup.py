@@ -85,6 +85,7 @@ def test_pipelines_load_once_per_model_and_exclusions(fresh_cache):
 
 LOCAL_RAY = r"""
 import json, os
+from types import SimpleNamespace
 from engine.executors import RayExecutor
 from engine.offline import OFFLINE_ENV
 from engine.sources import Shard
@@ -96,11 +97,13 @@ class Probe:
     def process(self, shard):
         import psutil
         keys = ["OMP_NUM_THREADS", *OFFLINE_ENV]
-        return {"env": {k: os.environ.get(k) for k in keys}, "started": psutil.Process().create_time()}
+        marker = {"env": {k: os.environ.get(k) for k in keys}, "started": psutil.Process().create_time()}
+        return SimpleNamespace(marker=marker)  # a shard result: the executor passes its marker
 
 os.environ.pop("OMP_NUM_THREADS", None)
 executor = RayExecutor(workers=1, threads_per_worker=3)
-[result] = executor.map(Probe(), [Shard(index=0, uris=("x",))])
+[outcome] = executor.map(Probe(), [Shard(index=0, uris=("x",))])
+result = outcome.marker
 result["driver_omp"] = os.environ.get("OMP_NUM_THREADS")
 print(json.dumps(result))
 """
