@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -179,13 +180,15 @@ def iter_shards(plan: Path | StorePath, digits: int, skip: set[int] | None = Non
     current: int | None = None
     uris: list[str] = []
     for batch in pq.ParquetFile(source).iter_batches(batch_size=65_536):
-        shards = batch.column(0).to_pylist()
+        shards = batch.column(0).to_numpy()
         values = batch.column(1).to_pylist()
-        for shard, uri in zip(shards, values, strict=True):
+        cuts = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(values)]
+        for start, stop in zip(cuts[:-1], cuts[1:], strict=True):  # runs of one shard
+            shard = int(shards[start])
             if shard != current:
                 if current is not None and current not in skip:
                     yield Shard(current, tuple(uris), digits)
                 current, uris = shard, []
-            uris.append(uri)
+            uris.extend(values[start:stop])
     if current is not None and current not in skip:
         yield Shard(current, tuple(uris), digits)
