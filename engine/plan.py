@@ -31,12 +31,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.sources import LIST_SUFFIXES, TAR_SEP, Shard, iter_inputs
+from engine.sources import LIST_SUFFIXES, TAR_SEP, Shard, iter_inputs, row_group_batches
 from engine.storage import StorePath, is_remote, location
 
 PLAN_FILE = "_plan.parquet"
 PLAN_SCHEMA = pa.schema([pa.field("shard", pa.int64()), pa.field("uri", pa.string())])
-SORT_MEMORY = "384MB"  # DuckDB's limit while sorting; the rest spills to the scratch folder
+SORT_MEMORY = "192MB"  # DuckDB's limit while sorting; the rest spills to the scratch folder
 MIN_DIGITS = 5
 
 
@@ -97,7 +97,7 @@ def number_shards(ordered: Path, out: Path, shard_size: int, stamp: str | None) 
     stats: dict[str, bytes] = {}
     total = 0
     with pq.ParquetWriter(out, PLAN_SCHEMA, compression="zstd") as writer:
-        for batch in pq.ParquetFile(ordered).iter_batches(batch_size=100_000):
+        for batch in row_group_batches(pq.ParquetFile(ordered), ["uri"], 100_000):
             uris = batch.column(0)
             count = len(uris)
             if count == 0:
@@ -179,7 +179,7 @@ def iter_shards(plan: Path | StorePath, digits: int, skip: set[int] | None = Non
     source = plan.open_input() if isinstance(plan, StorePath) else plan
     current: int | None = None
     uris: list[str] = []
-    for batch in pq.ParquetFile(source).iter_batches(batch_size=65_536):
+    for batch in row_group_batches(pq.ParquetFile(source), ["shard", "uri"], 65_536):
         shards = batch.column(0).to_numpy()
         values = batch.column(1).to_pylist()
         cuts = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(values)]
