@@ -167,39 +167,33 @@ def rerun_seconds(listing: Path, out: Path) -> tuple[float, str]:
     return seconds, result.stdout.strip()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="20k and 100k URIs, history only")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child_plan(*args.child)))
-        return 0
-    sizes = [20_000, 100_000] if args.quick else [1_000_000, 10_000_000]
-    work = Path(args.work or tempfile.mkdtemp(prefix="fld-planning-"))
-    run_id = new_run_id()
+def run(quick: bool = False, repeats: int = 3, work: str | None = None) -> dict:
+    """Both measurements (see the module docstring); the result's ``headlines`` are
+    ``(measure, value, target)``."""
+    sizes = [20_000, 100_000] if quick else [1_000_000, 10_000_000]
+    scratch = Path(work or tempfile.mkdtemp(prefix="fld-planning-"))
     lists = {}
     for n in sizes:
-        lists[n] = work / f"list-{n}.parquet"
+        lists[n] = scratch / f"list-{n}.parquet"
         if not lists[n].exists():
             print(f"generating {n:,} paths", file=sys.stderr)
             generate_list(lists[n], n)
     runs: dict[int, list[dict]] = {n: [] for n in sizes}
-    for repeat in range(args.repeats):  # the arms alternate
+    for repeat in range(repeats):  # the arms alternate
         for n in sizes if repeat % 2 == 0 else reversed(sizes):
-            out = work / f"corpus-{n}-{repeat}"
+            out = scratch / f"corpus-{n}-{repeat}"
             shutil.rmtree(out, ignore_errors=True)
             runs[n].append(run_child(str(lists[n]), str(out)))
             shutil.rmtree(out, ignore_errors=True)
             print(f"plan {n:,}: {runs[n][-1]}", file=sys.stderr)
     largest = sizes[-1]
-    committed = work / f"committed-{largest}"
+    committed = scratch / f"committed-{largest}"
     shutil.rmtree(committed, ignore_errors=True)
     made = committed_corpus(lists[largest], committed)
-    reruns = [rerun_seconds(lists[largest], committed) for _ in range(args.repeats)]
+    reruns = [rerun_seconds(lists[largest], committed) for _ in range(repeats)]
     shutil.rmtree(committed, ignore_errors=True)
+    if not work:
+        shutil.rmtree(scratch, ignore_errors=True)
     plan = {
         str(n): {
             "runs": runs[n],
@@ -209,32 +203,63 @@ def main(argv: list[str] | None = None) -> int:
         }
         for n in sizes
     }
-    rerun_median = statistics.median(seconds for seconds, _ in reruns)
-    payload = {
-        "benchmark": "planning",
-        "what": __doc__.split("\n\n")[1].strip(),
-        "shard_size": SHARD_SIZE,
-        "plan": plan,
-        "committed_rerun": {
-            "n_inputs": largest,
-            "seconds": [round(seconds, 2) for seconds, _ in reruns],
-            "median_seconds": round(rerun_median, 2),
-            "answer": reruns[0][1],
-            "corpus_made_in_seconds": round(made, 1),
+    rerun_median = round(statistics.median(seconds for seconds, _ in reruns), 2)
+    rss = plan[str(largest)]["median_peak_rss_mb"]
+    return {
+        "headlines": [
+            (f"driver peak RSS planning {largest:,} URIs, MB", rss, RSS_TARGET_MB),
+            (
+                f"seconds to plan {largest:,} URIs and stream its shards",
+                plan[str(largest)]["median_total_seconds"],
+                None,
+            ),  # fmt: skip
+            (
+                f"rerun of a committed {largest:,}-image iteration, seconds (fld run)",
+                rerun_median,
+                RERUN_TARGET_S,
+            ),  # fmt: skip
+        ],
+        "notes": [
+            f"planning: {', '.join(f'{n:,}' for n in sizes)} generated paths in a Parquet list, "
+            f"shard size {SHARD_SIZE}; each arm in a fresh child process (peak RSS is its "
+            "ru_maxrss), arms alternating, median of the repeats; the committed rerun is the "
+            "whole `fld run` command line"
+        ],
+        "measurements": {
+            "what": __doc__.split("\n\n")[1].strip(),
+            "shard_size": SHARD_SIZE,
+            "plan": plan,
+            "committed_rerun": {
+                "n_inputs": largest,
+                "seconds": [round(seconds, 2) for seconds, _ in reruns],
+                "median_seconds": rerun_median,
+                "answer": reruns[0][1],
+                "corpus_made_in_seconds": round(made, 1),
+            },
         },
-        "targets": {
-            "driver_peak_rss_mb_at_largest": RSS_TARGET_MB,
-            "committed_rerun_seconds": RERUN_TARGET_S,
-            "rss_met": plan[str(largest)]["median_peak_rss_mb"] < RSS_TARGET_MB,
-            "rerun_met": rerun_median < RERUN_TARGET_S,
-        },
-        "machine": {"cpus": os.cpu_count()},
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20k and 100k URIs, history only")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", default=None, help="scratch folder (kept; default: a temporary one)")  # fmt: skip
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child_plan(*args.child)))
+        return 0
+    run_id = new_run_id()
+    result = run(args.quick, args.repeats, args.work)
+    headlines = [
+        {"measure": m, "value": v, "target": t, "met": None if t is None else v <= t}
+        for m, v, t in result["headlines"]
+    ]
+    payload = {**result, "headlines": headlines, "benchmark": "planning", "machine": {"cpus": os.cpu_count()}}  # fmt: skip
     kept = save_result("planning", payload, run_id, latest=not args.quick)
-    print(json.dumps({k: payload[k] for k in ("plan", "committed_rerun", "targets")}, indent=2))
+    print(json.dumps(headlines, indent=2))
     print(f"kept: {kept}", file=sys.stderr)
-    if not args.work:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -28,6 +28,9 @@ first, ``--repeats`` times (default 3); a headline is the median ratio with the 
 - ``sql_stats``: seconds per ``fld stats`` query over generated corpora of 1M, 10M and 50M
   region rows (bench/sql_stats.py); the one absolute headline (target: <= 1 s per query
   at 10M on this machine), plus growth ratios of summed query time between sizes.
+- ``planning``: the driver's peak RSS and seconds planning 1M and 10M generated URIs, and
+  the seconds of ``fld run`` on a committed 10M-image iteration (bench/planning.py; absolute
+  headlines, targets < 1024 MB and < 5 s).
 
 Results: ``bench/results/<benchmark>.json`` (absolute seconds included) and
 ``bench/results/summary.json`` (machine, headlines): the latest run; every run is also
@@ -74,6 +77,7 @@ BENCHMARKS = (
     "memory",
     "sql_stats",
     "pipelined",
+    "planning",
 )
 # Those that run the engine inside this process's Ray, and those that need the images.
 RAY_BENCHMARKS = ("overhead", "scaling")
@@ -500,6 +504,23 @@ def bench_pipelined(ctx: argparse.Namespace) -> dict:
     return {"headlines": headlines, "notes": notes, "measurements": result}
 
 
+def bench_planning(ctx: argparse.Namespace) -> dict:
+    """The driver's planning at 1M and 10M URIs and a committed 10M rerun (bench/planning.py):
+    peak RSS (target < 1 GB) and seconds (target < 5 s)."""
+    import planning
+
+    result = planning.run(quick=ctx.quick, repeats=ctx.repeats)
+    headlines = [
+        headline(measure, value, "<=" if target else None, target)
+        for measure, value, target in result["headlines"]
+    ]
+    return {
+        "headlines": headlines,
+        "notes": result["notes"],
+        "measurements": result["measurements"],
+    }
+
+
 RUNNERS = {
     "overhead": bench_overhead,
     "scaling": bench_scaling,
@@ -510,6 +531,7 @@ RUNNERS = {
     "memory": bench_memory,
     "sql_stats": bench_sql_stats,
     "pipelined": bench_pipelined,
+    "planning": bench_planning,
 }
 
 

@@ -393,12 +393,23 @@ def annotate_corpus(
     }
     if corpus.is_committed(iteration):
         return rerun_of_committed(corpus, writer, request, input_path, config, show_progress)
-    plan = writer.plan_for(
-        request,
-        lambda target: build_plan(
+
+    def plan_now(target):
+        began = time.perf_counter()
+        if show_progress:
+            print(f"planning: listing and sorting {request['input']}", file=sys.stderr)
+        summary = build_plan(
             request["input"], config.input.parquet_column, config.run.shard_size, target
-        ),  # fmt: skip
-    )
+        )
+        if show_progress:
+            print(
+                f"planned {summary.n_inputs:,} inputs in {summary.n_shards:,} shards "
+                f"({time.perf_counter() - began:.1f} s)",
+                file=sys.stderr,
+            )
+        return summary
+
+    plan = writer.plan_for(request, plan_now)
     writer.prepare(plan)
     done = writer.done_indexes()
     totals = MarkerTotals()
