@@ -100,6 +100,17 @@ def test_s3_corpus_from_s3_inputs_with_a_driver_kill(s3_server, ray_address, tmp
     exported = json.loads(next(coco.glob("*.json")).read_text())
     assert len(exported["images"]) == 16
 
+    first = sorted(p.name for p in photos["folder"].iterdir())[0]
+    drawn = tmp_path / "shown.png"
+    run_fld("show", out, first, "--out", str(drawn))
+    assert drawn.stat().st_size > 1000
+    run_fld("report", out, "--out", str(tmp_path / "report.html"), "--samples", "2")
+    assert "fld-engine corpus report" in (tmp_path / "report.html").read_text()
+    compacted = run_fld("compact", out, "--target-rows", "200").stdout
+    assert "data files before" in compacted, compacted
+    assert [k for k in list_keys(out) if "/part=" in k] and not [k for k in list_keys(out) if "/shard=" in k]  # fmt: skip
+    assert all_rows(out) == rows  # the same rows, read from the parts
+
     refined = run_fld("refine", out, "--iterations", "1", "--address", ray_address, "--quiet", *STUDENT, timeout=900)  # fmt: skip
     assert "committed iteration 1" in refined.stdout, refined.stdout
     keys = list_keys(out)
@@ -110,7 +121,8 @@ def test_s3_corpus_from_s3_inputs_with_a_driver_kill(s3_server, ray_address, tmp
         capsys,
         f"[s3] fld run s3:// -> s3:// (moto on loopback): driver killed with {at_kill} of 8 "
         f"shard markers stored, resumed: {len(rows['regions'])} region rows equal to the local "
-        f"run; stats, sql, export (16 images) and refine (iteration 1 committed) on the store",
+        f"run; stats, sql, export (16 images), show, report, compact and refine (iteration 1 "
+        "committed) on the store",
     )
 
 
