@@ -119,11 +119,14 @@ def test_fld_run_compacts_a_large_iteration_by_itself(tmp_path):
     ``run.compact_rows`` small, ``fld run`` compacts after the commit; ``fld stats`` and
     every row are those of the same run left uncompacted, which ``fld compact`` then
     compacts; a rerun of the compacted corpus does nothing and writes nothing."""
+    from tests.fixtures.battery import write_light_config
     from tests.fixtures.common import DEMO_IMAGES, run_fld
     from tests.fixtures.corpus_tools import all_rows
 
     plain, auto = tmp_path / "plain", tmp_path / "auto"
+    light = write_light_config(tmp_path)  # a real detector, small: the subject is compaction
     common = ["run", str(DEMO_IMAGES), "--shard-size", "1", "--executor", "local", "--quiet"]
+    common += ["--config", str(light)]
     run_fld(*common, "--out", str(plain), "--set", "run.compact_rows=0")
     assert data_files(plain, "part=*") == [] and len(data_files(plain, "shard=*")) == 35
     regions = Corpus(plain).run_info(0)["counts"]["rows"]["regions"]

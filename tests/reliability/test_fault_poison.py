@@ -55,20 +55,8 @@ def test_poison_images_are_isolated_and_the_iteration_commits(ray_address, tmp_p
     config = chaos_config(photos["config"].read_text(), crash, hang, tmp_path)
     out = tmp_path / "corpus"
     started = time.monotonic()
-    result = run(
-        fld_command(
-            photos["folder"],
-            out,
-            config,
-            "--shard-size",
-            "4",
-            "--address",
-            ray_address,
-            "--workers",
-            "2",
-        ),  # fmt: skip
-        timeout=900,
-    )
+    command = fld_command(photos["folder"], out, config, "--shard-size", "2", "--address", ray_address)  # fmt: skip
+    result = run(command, timeout=900)
     seconds = time.monotonic() - started
     assert "committed iteration 0" in result.stdout, result.stdout
     check_corpus_integrity(out)
