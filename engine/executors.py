@@ -60,7 +60,7 @@ class Processor(Protocol):
     def process_part(self, shard: Shard, uris: tuple[str, ...]): ...
     def assemble(self, shard: Shard, parts: list, isolated: list): ...
     def model_pools(self) -> list[ModelPool]: ...
-    def attach_pools(self, replicas: dict[int, list]) -> None: ...
+    def attach_pools(self, replicas: dict[int, list[str]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,9 @@ class ShardWorker:
     watchdog thread ends the process when a model call overruns it (see the module
     docstring), after noting the call's shard and images in ``notes``."""
 
-    def __init__(self, processor: Processor, policy: FailurePolicy | None = None, notes=None):
+    def __init__(self, processor: Processor, policy: FailurePolicy | None = None, notes: str | None = None):  # fmt: skip
+        """``notes``: the name of the run's ``FailureNotes`` actor (a name, not a handle: Ray
+        warns that an actor restarted with a handle among its arguments may not restart)."""
         apply_offline_env()
         self.processor = processor
         self.processor.setup()
@@ -217,9 +219,10 @@ class ShardWorker:
         if limit and notes is not None:
             threading.Thread(target=self.watch, args=(limit, notes), daemon=True).start()
 
-    def watch(self, limit: float, notes) -> None:
+    def watch(self, limit: float, notes_name: str) -> None:
         import ray
 
+        notes = ray.get_actor(notes_name)
         while True:
             time.sleep(min(0.25, limit / 4))
             call = getattr(self.processor, "current_call", None)
@@ -264,12 +267,17 @@ class WorkerLost(Exception):
 
 
 def start_notes():
-    """The ``FailureNotes`` actor, on the driver's node (it outlives any worker's node)."""
+    """The ``FailureNotes`` actor, on the driver's node (it outlives any worker's node),
+    named uniquely in the job: workers look it up by its name."""
+    import uuid
+
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FailureNotes).options(scheduling_strategy=here).remote()  # fmt: skip
+    name = f"fld-failure-notes-{uuid.uuid4().hex[:12]}"
+    actor_class = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FailureNotes)
+    return actor_class.options(name=name, scheduling_strategy=here).remote(), name
 
 
 def failure_kind(error: BaseException) -> str:
@@ -331,18 +339,25 @@ class RayExecutor:
         """One actor per replica of every model pool, with the pool's resources as Ray
         options (Ray gives each its GPU, or its share of one); the processor gets the
         handles before it is sent to the CPU workers."""
+        import uuid
+
         import ray
 
         handles: dict[int, list] = {}
+        names: dict[int, list[str]] = {}
         available = ray.cluster_resources()
+        run = uuid.uuid4().hex[:12]
         for pool in pools:
             check_placeable(pool, available)
             actor_class = ray.remote(max_restarts=-1, max_task_retries=3)(ModelWorker)
             options = pool.resources.ray_options()
+            # Named: the CPU workers look their replicas up by name (Ray warns that an actor
+            # restarted with actor handles among its arguments may not restart).
+            names[pool.key] = [f"fld-pool-{run}-{pool.key}-{i}" for i in range(pool.replicas)]
             handles[pool.key] = [
-                actor_class.options(**options).remote(pool) for _ in range(pool.replicas)
+                actor_class.options(name=name, **options).remote(pool) for name in names[pool.key]
             ]
-        processor.attach_pools(handles)
+        processor.attach_pools(names)
         return [actor for replicas in handles.values() for actor in replicas]
 
     def map(self, processor: Processor, shards: Iterable[Shard], policy: FailurePolicy | None = None) -> Iterator[ShardOutcome]:  # fmt: skip
@@ -359,20 +374,21 @@ class RayExecutor:
         model_pools = getattr(processor, "model_pools", None)
         pools = model_pools() if model_pools else []
         started = self.start_ray(sum(pool.resources.num_cpus * pool.replicas for pool in pools))
+        notes = None
         try:
             self.pool_actors = self.start_pools(processor, pools) if pools else []
             # Waits for the replicas' models to load (as the first batch would).
             self.placements = ray.get([actor.placement.remote() for actor in self.pool_actors])
-            notes = start_notes() if policy.task_timeout_s else None
+            notes, notes_name = start_notes() if policy.task_timeout_s else (None, None)
             actor_class = ray.remote(
                 num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=0
             )(ShardWorker)
             self.actors = [
-                actor_class.remote(processor, policy, notes) for _ in range(self.workers)
+                actor_class.remote(processor, policy, notes_name) for _ in range(self.workers)
             ]
             yield from Scheduler(self, processor, policy, notes).run(first, queue)
         finally:
-            for actor in [*self.actors, *self.pool_actors]:
+            for actor in [*self.actors, *self.pool_actors, *([notes] if notes else [])]:
                 ray.kill(actor)
             self.actors, self.pool_actors = [], []
             if started:

@@ -162,7 +162,7 @@ class RemoteStep(Step):
     def __init__(self, step: Step, replicas: list):
         self.name, self.version, self.stage = step.name, step.version, step.stage
         self._source, self._timing_key = step.source, step.timing_key
-        self.replicas = replicas
+        self.replicas = list(replicas)
         self._turn = 0
 
     @property
@@ -173,13 +173,22 @@ class RemoteStep(Step):
     def timing_key(self) -> str:
         return self._timing_key
 
+    def replica(self, index: int):
+        """The handle of replica ``index``: ``replicas`` holds actor handles, or the names
+        of named actors (what the Ray executor gives), looked up once."""
+        import ray
+
+        if isinstance(self.replicas[index], str):
+            self.replicas[index] = ray.get_actor(self.replicas[index])
+        return self.replicas[index]
+
     def run(self, samples: list[Sample]) -> None:
         self.run_isolated(samples, [])
 
     def run_isolated(self, batch: list[Sample], errors: list) -> None:
         import ray
 
-        replica = self.replicas[self._turn % len(self.replicas)]
+        replica = self.replica(self._turn % len(self.replicas))
         self._turn += 1
         rows, remote_errors = ray.get(replica.run.remote(batch))
         for sample, state in zip(batch, rows, strict=True):

@@ -77,7 +77,7 @@ class ShardProcessor:
         self.config = config
         self.writer = writer
         self.steps: list[Step] = []
-        self.replicas: dict[int, list] = {}  # annotator index -> its pool's actor handles
+        self.replicas: dict[int, list] = {}  # annotator index -> its pool's actors (names)
         # The model call running now, for a worker's watchdog (engine.executors):
         # (monotonic start, shard index, step source, URIs of the batch), or None.
         self.current_call: tuple | None = None
@@ -96,7 +96,7 @@ class ShardProcessor:
             if spec.pooled
         ]  # fmt: skip
 
-    def attach_pools(self, replicas: dict[int, list]) -> None:
+    def attach_pools(self, replicas: dict[int, list[str]]) -> None:
         """Before ``setup``: the pools' actors, by annotator index."""
         self.replicas = replicas
 
