@@ -106,6 +106,7 @@ class Isolation:
     results: dict = field(default_factory=dict)
     isolated: list = field(default_factory=list)
     open_parts: int = 0
+    error: BaseException | None = None  # a part failed with an error: the shard fails
 
 
 @dataclass(frozen=True)
@@ -258,12 +259,17 @@ class FailureNotes:
         return dict(self.hung.get(shard_index, {}))
 
 
-LIVENESS_PERIOD_S = 5.0  # with no call finished for this long, the actors are looked at
+LIVENESS_PERIOD_S = 5.0  # how often the actors of running calls are looked at
 LOST_AFTER_S = 10.0  # a call whose actor is not alive for this long is failed as a crash
 
 
 class WorkerLost(Exception):
     """A call given up: its actor stayed dead or restarting (``Scheduler.lost_calls``)."""
+
+
+class WorkerSetupError(RuntimeError):
+    """A worker's ``setup()`` raised (a model that does not load, ...): Ray does not
+    restart an actor whose constructor failed, so the run stops with the reason."""
 
 
 def start_notes():
@@ -285,6 +291,8 @@ def failure_kind(error: BaseException) -> str:
     replica it called), or ``error`` (an exception in the shard's own code)."""
     import ray.exceptions as rex
 
+    if isinstance(error, rex.RayActorError) and getattr(error, "actor_init_failed", False):
+        return "fatal"
     dead = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, WorkerLost)  # fmt: skip
     if isinstance(error, dead):
         return "crashed"
@@ -418,6 +426,7 @@ class Scheduler:
         idle = list(range(len(actors)))
         bound: dict[int, Task] = {}  # a retry waits for its actor's restart, then runs there
         bound_since: dict[int, float] = {}
+        last_look = time.monotonic()
         exhausted = False
 
         def next_task() -> Task | None:
@@ -454,7 +463,9 @@ class Scheduler:
             if exhausted and not self.retry and not bound and all(t is None for t, _ in running.values()):  # fmt: skip
                 return
             done, _ = ray.wait(list(running), num_returns=1, timeout=LIVENESS_PERIOD_S)
-            if not done:  # a call whose actor's node left may never answer: look
+            if time.monotonic() - last_look >= LIVENESS_PERIOD_S:
+                # A call whose actor's node left may never answer: look, every period.
+                last_look = time.monotonic()
                 for call, error in self.lost_calls(running, actors):
                     task, index = running.pop(call)
                     running[actors[index].pid.remote()] = (None, index)
@@ -463,14 +474,18 @@ class Scheduler:
                         bound[index], bound_since[index] = again, time.monotonic()
                     if outcome is not None:
                         yield outcome
+            if not done or done[0] not in running:
                 continue
             task, index = running.pop(done[0])
+            self.suspects.pop(done[0], None)
             try:
                 result = ray.get(done[0])
             except Exception as exc:  # noqa: BLE001 - sorted below
                 # Its actor is being restarted (or was): a task sent now would fail as
                 # "unavailable" and count as a try, so it gets one once it answers a probe.
                 if task is None:
+                    if failure_kind(exc) == "fatal":
+                        raise WorkerSetupError(f"a worker could not set up its steps: {exc}") from exc  # fmt: skip
                     time.sleep(0.2)
                 running[actors[index].pid.remote()] = (None, index)
                 outcome = None
@@ -520,10 +535,20 @@ class Scheduler:
     def failed(self, task: Task, error: BaseException) -> tuple[ShardOutcome | None, Task | None]:
         """What follows a failed task: an outcome (the shard failed, or its isolation is
         complete), and/or the same task again, for its actor once restarted."""
-        if failure_kind(error) != "crashed":
-            self.isolations.pop(task.shard.index, None)
-            return ShardOutcome(task.shard, error=error), None
+        kind = failure_kind(error)
+        if kind == "fatal":
+            raise WorkerSetupError(f"a worker could not set up its steps: {error}") from error
+        isolation = self.isolations.get(task.shard.index)
+        if kind == "error" or (isolation is not None and isolation.error is not None):
+            if isolation is None:  # a whole shard
+                return ShardOutcome(task.shard, error=error), None
+            isolation.open_parts -= 1  # the other parts still out are let finish
+            isolation.error = isolation.error or error
+            return self.finish(isolation), None
         self.count("worker_deaths")
+        if isinstance(error, WorkerLost) or getattr(error, "preempted", False):
+            # The machine went, not the images: the same task again, not counted as a try.
+            return None, Task(task.shard, task.part, task.attempt)
         start, stop = task.part or (0, len(task.shard.uris))
         hung = self.hung(task.shard)
         retried = (stop - start == 1 or task.part is None) and not hung.keys() & set(task.uris)
@@ -568,6 +593,8 @@ class Scheduler:
         if isolation.open_parts > 0:
             return None
         del self.isolations[isolation.shard.index]
+        if isolation.error is not None:
+            return ShardOutcome(isolation.shard, error=isolation.error)
         parts = [isolation.results[key] for key in sorted(isolation.results)]
         written_off = sorted(isolation.isolated, key=lambda error: error.uri)
         try:

@@ -208,7 +208,14 @@ class ShardProcessor:
                 except DownloadError as exc:
                     errors.append(ErrorRecord(uri, "read", "download_failed", str(exc)))
                     continue
-                except (OSError, KeyError, ValueError) as exc:
+                except OSError as exc:
+                    if is_remote(uri) and not isinstance(exc, FileNotFoundError):
+                        raise  # a store's throttling, 5xx or expired token: the shard is retried
+                    errors.append(
+                        ErrorRecord(uri, "read", "unreadable", f"{type(exc).__name__}: {exc}")
+                    )
+                    continue
+                except (KeyError, ValueError) as exc:
                     errors.append(
                         ErrorRecord(uri, "read", "unreadable", f"{type(exc).__name__}: {exc}")
                     )
@@ -363,6 +370,22 @@ class ShardsFailed(CorpusError):
         )
 
 
+def check_shard_files(writer: IterationWriter, shard: Shard) -> None:
+    """Before a shard's marker: its table files are there as the driver sees the corpus. A
+    worker on another machine that wrote to its own local disk (an ``--out`` that is not a
+    shared folder) would otherwise leave markers over files nobody can read. (Checked on
+    local folders; a store is the same for every machine.)"""
+    if is_remote(writer.path):
+        return
+    missing = [t for t in TABLES if not (writer.path / t / f"shard={shard.name}.parquet").exists()]  # fmt: skip
+    if missing:
+        raise CorpusError(
+            f"{writer.path}: shard {shard.name} was written by a worker, but its "
+            f"{', '.join(missing)} file(s) are not here: on a cluster, --out must be a folder "
+            "every node shares, or a store (s3://...)"
+        )
+
+
 def normalized_input(input_path: str) -> str:
     """The input as a plan records it: a local path made absolute (``./images/`` and
     ``images`` are one input), a URI without its trailing slash."""
@@ -384,7 +407,8 @@ def annotate_corpus(
     for a committed iteration. ``run_notes`` are added to the iteration's ``run.json``."""
     started = time.time()
     iteration = config.run.iteration
-    corpus = Corpus(out)
+    # Resolved here: workers write the shards, from their own working folders.
+    corpus = Corpus(out if is_remote(out) else Path(out).resolve())
     writer = IterationWriter(corpus, iteration)
     request = {
         "input": normalized_input(input_path),
@@ -436,6 +460,7 @@ def annotate_corpus(
                 if len(failed) > config.run.max_failed_shards:
                     raise outcome.error
                 continue
+            check_shard_files(writer, outcome.shard)
             writer.write_marker(outcome.shard.name, outcome.marker)
             totals.add(outcome.marker)
             shards_run += 1

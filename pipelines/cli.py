@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
     args = build_parser().parse_args(argv)
     from engine.corpus import CorpusError
-    from engine.executors import PlacementError
+    from engine.executors import PlacementError, WorkerSetupError
     from engine.sources import InputError
     from engine.storage import StorageError
     from pipelines.config import ConfigError
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (
         ConfigError, CorpusError, InputError, UsageError, FileNotFoundError, PlacementError,
-        StorageError,
+        StorageError, WorkerSetupError,
     ) as exc:  # fmt: skip
         print(f"fld {args.command}: {exc}", file=sys.stderr)
         return 2
