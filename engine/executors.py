@@ -143,17 +143,27 @@ class ModelWorker:
     """The Ray actor of a model pool: one step, set up once with the device Ray assigned
     this actor (``engine.steps.worker_context``), running the batches CPU workers send."""
 
-    def __init__(self, pool: ModelPool):
+    def __init__(self, pool: ModelPool, task_timeout_s: float | None = None, notes: str | None = None):  # fmt: skip
+        """``task_timeout_s``, ``notes``: a batch that runs longer is noted in the run's
+        ``FailureNotes`` (by name) and this process exits (a watchdog thread, as in
+        ``ShardWorker``); the calls queued behind it are retried on the restarted replica."""
         apply_offline_env()
         self.step = pool.build()
         self.context = worker_context(pool.threads)
         self.step.setup(self.context)
+        self.current_call: tuple | None = None  # (monotonic start, URIs of the batch)
+        if task_timeout_s and notes is not None:
+            threading.Thread(target=watch, args=(self, task_timeout_s, notes), daemon=True).start()
 
     def run(self, batch: list) -> tuple[list, list]:
         """Run the step on a batch (with its per-image failure isolation); return each
         sample's rows (``Sample.snapshot``) and the errors."""
         errors: list = []
-        self.step.run_isolated(batch, errors)
+        self.current_call = (time.monotonic(), [sample.uri for sample in batch])
+        try:
+            self.step.run_isolated(batch, errors)
+        finally:
+            self.current_call = None
         return [sample.snapshot() for sample in batch], errors
 
     def placement(self) -> dict:
@@ -218,22 +228,17 @@ class ShardWorker:
         self.processor.setup()
         limit = policy.task_timeout_s if policy else None
         if limit and notes is not None:
-            threading.Thread(target=self.watch, args=(limit, notes), daemon=True).start()
+            threading.Thread(target=watch, args=(self, limit, notes), daemon=True).start()
 
-    def watch(self, limit: float, notes_name: str) -> None:
-        import ray
-
-        notes = ray.get_actor(notes_name)
-        while True:
-            time.sleep(min(0.25, limit / 4))
-            call = getattr(self.processor, "current_call", None)
-            if call is not None and time.monotonic() - call[0] > limit:
-                _, shard_index, step, uris = call
-                message = f"{step} ran past run.task_timeout_s = {limit:g} s"
-                try:
-                    ray.get(notes.record.remote(shard_index, uris, message), timeout=30)
-                finally:
-                    os._exit(70)  # the call cannot be interrupted; the actor is restarted
+    @property
+    def current_call(self) -> tuple | None:
+        """The processor's model call running now, as ``(start, URIs)``; None during a
+        model pool's call (queued behind other workers' batches: the replica's own
+        watchdog times its batches)."""
+        call = getattr(self.processor, "current_call", None)
+        if call is None or any(getattr(step, "in_flight", None) for step in getattr(self.processor, "steps", [])):  # fmt: skip
+            return None
+        return call[0], call[3]
 
     def process(self, shard: Shard):
         return self.processor.process(shard)
@@ -245,18 +250,36 @@ class ShardWorker:
         return os.getpid()
 
 
+def watch(worker, limit: float, notes_name: str) -> None:
+    """A worker's watchdog thread: when ``worker.current_call`` (``(start, URIs)``) has run
+    past ``limit`` seconds, note its URIs in the run's ``FailureNotes`` and end the process
+    (a call cannot be interrupted; Ray restarts the actor)."""
+    import ray
+
+    notes = ray.get_actor(notes_name)
+    while True:
+        time.sleep(min(0.25, limit / 4))
+        call = worker.current_call
+        if call is not None and time.monotonic() - call[0] > limit:
+            message = f"a model call ran past run.task_timeout_s = {limit:g} s"
+            try:
+                ray.get(notes.record.remote(call[1], message), timeout=30)
+            finally:
+                os._exit(70)
+
+
 class FailureNotes:
-    """The driver's Ray actor where watchdogs note the calls they ended: by shard index,
-    the URIs of each hung call's batch and why."""
+    """The driver's Ray actor where watchdogs note the calls they ended: the URIs of each
+    hung call's batch, and why."""
 
     def __init__(self) -> None:
-        self.hung: dict[int, dict[str, str]] = {}
+        self.hung: dict[str, str] = {}
 
-    def record(self, shard_index: int, uris: list[str], message: str) -> None:
-        self.hung.setdefault(shard_index, {}).update(dict.fromkeys(uris, message))
+    def record(self, uris: list[str], message: str) -> None:
+        self.hung.update(dict.fromkeys(uris, message))
 
-    def of(self, shard_index: int) -> dict[str, str]:
-        return dict(self.hung.get(shard_index, {}))
+    def of(self, uris: list[str]) -> dict[str, str]:
+        return {uri: self.hung[uri] for uri in uris if uri in self.hung}
 
 
 LIVENESS_PERIOD_S = 5.0  # how often the actors of running calls are looked at
@@ -343,7 +366,7 @@ class RayExecutor:
                 ray.init(num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False, **options)  # fmt: skip
         return True
 
-    def start_pools(self, processor: Processor, pools: list[ModelPool]) -> list:
+    def start_pools(self, processor: Processor, pools: list[ModelPool], timeout: tuple = (None, None)) -> list:  # fmt: skip
         """One actor per replica of every model pool, with the pool's resources as Ray
         options (Ray gives each its GPU, or its share of one); the processor gets the
         handles before it is sent to the CPU workers."""
@@ -357,13 +380,14 @@ class RayExecutor:
         run = uuid.uuid4().hex[:12]
         for pool in pools:
             check_placeable(pool, available)
-            actor_class = ray.remote(max_restarts=-1, max_task_retries=3)(ModelWorker)
+            actor_class = ray.remote(max_restarts=-1, max_task_retries=2)(ModelWorker)
             options = pool.resources.ray_options()
             # Named: the CPU workers look their replicas up by name (Ray warns that an actor
             # restarted with actor handles among its arguments may not restart).
             names[pool.key] = [f"fld-pool-{run}-{pool.key}-{i}" for i in range(pool.replicas)]
             handles[pool.key] = [
-                actor_class.options(name=name, **options).remote(pool) for name in names[pool.key]
+                actor_class.options(name=name, **options).remote(pool, *timeout)
+                for name in names[pool.key]
             ]
         processor.attach_pools(names)
         return [actor for replicas in handles.values() for actor in replicas]
@@ -384,10 +408,11 @@ class RayExecutor:
         started = self.start_ray(sum(pool.resources.num_cpus * pool.replicas for pool in pools))
         notes = None
         try:
-            self.pool_actors = self.start_pools(processor, pools) if pools else []
+            notes, notes_name = start_notes() if policy.task_timeout_s else (None, None)
+            timeout = (policy.task_timeout_s, notes_name)
+            self.pool_actors = self.start_pools(processor, pools, timeout) if pools else []
             # Waits for the replicas' models to load (as the first batch would).
             self.placements = ray.get([actor.placement.remote() for actor in self.pool_actors])
-            notes, notes_name = start_notes() if policy.task_timeout_s else (None, None)
             actor_class = ray.remote(
                 num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=0
             )(ShardWorker)
@@ -574,7 +599,7 @@ class Scheduler:
         if self.notes is None:
             return {}
         try:
-            return ray.get(self.notes.of.remote(shard.index), timeout=60)
+            return ray.get(self.notes.of.remote(list(shard.uris)), timeout=60)
         except (ray.exceptions.RayError, TimeoutError):  # notes lost: a crash, not a hang
             return {}
 

@@ -165,17 +165,11 @@ class ShardProcessor:
         for each image that was isolated because it killed its worker or hung
         (``worker_crashed``, ``timeout``); written like a worker writes a shard."""
         iteration = self.config.run.iteration
-        tables = {
-            name: pa.concat_tables(
-                [part.tables[name] for part in parts]
-                + (
-                    [table_from_rows(name, [error_row(e, iteration) for e in isolated])]
-                    if name == "errors"
-                    else []
-                )
-            )  # fmt: skip
-            for name in TABLES
-        }
+        written_off = table_from_rows("errors", [error_row(e, iteration) for e in isolated])
+        tables = {}
+        for name in TABLES:  # every image may have been written off: no part at all
+            pieces = [table_from_rows(name, [])] + [part.tables[name] for part in parts]
+            tables[name] = pa.concat_tables(pieces + ([written_off] if name == "errors" else []))
         timings: Counter = Counter()
         filter_counts: dict[str, Counter] = defaultdict(Counter)
         for part in parts:
