@@ -94,53 +94,30 @@ def iter_inputs(input_path: str, parquet_column: str | None = None) -> Iterator[
     if not path.exists():
         raise InputError(f"input: {input_path} does not exist")
     if path.is_dir():
-        batch: list[str] = []
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                if name.startswith("."):
-                    continue
-                file_path = Path(root) / name
-                if name.lower().endswith(".tar"):
-                    batch.extend(tar_members(file_path))
-                elif file_path.is_file():
-                    batch.append(str(file_path))
-                if len(batch) >= LIST_BATCH:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
-        return
-    suffix = path.suffix.lower()
-    if suffix == ".tar":
+        yield from folder_batches(local_files(path))
+    elif path.suffix.lower() == ".tar":
         yield tar_members(path)
-    elif suffix == ".parquet":
-        yield from parquet_uri_batches(path, parquet_column)
-    elif suffix in LIST_SUFFIXES:
-        yield from text_list_batches(path, parquet_column)
+    elif path.suffix.lower() in (".parquet", *LIST_SUFFIXES):
+        yield from list_file_batches(path, parquet_column)
     else:
         yield [str(path)]
 
 
-def iter_remote_inputs(place, parquet_column: str | None) -> Iterator[list[str]]:
-    """A folder, tar, Parquet or URL list on an object store (``engine.storage``)."""
-    suffix = place.suffix.lower()
-    if suffix == ".parquet" or suffix in LIST_SUFFIXES:
-        if not place.is_file():
-            raise InputError(f"input: {place} does not exist")
-        if suffix == ".parquet":
-            yield from parquet_uri_batches(place, parquet_column)
-        else:
-            yield from text_list_batches(place, parquet_column)
-        return
-    if suffix == ".tar" and place.is_file():
-        yield tar_members(place)
-        return
-    found = [(path, size) for path, size in place.files_below() if not path.name.startswith(".")]
-    if not found:
-        raise InputError(f"input: {place} does not exist or holds no file")
+def local_files(folder: Path) -> Iterator[Path]:
+    """Every regular, non-hidden file below ``folder`` (hidden folders skipped too)."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            file_path = Path(root) / name
+            if not name.startswith(".") and (name.lower().endswith(".tar") or file_path.is_file()):
+                yield file_path
+
+
+def folder_batches(files) -> Iterator[list[str]]:
+    """The URIs of a folder's files in batches of at most about ``LIST_BATCH``: a file's
+    own, or a tar's image members."""
     batch: list[str] = []
-    for path, _ in found:
+    for path in files:
         if path.suffix.lower() == ".tar":
             batch.extend(tar_members(path))
         else:
@@ -150,6 +127,31 @@ def iter_remote_inputs(place, parquet_column: str | None) -> Iterator[list[str]]
             batch = []
     if batch:
         yield batch
+
+
+def list_file_batches(path, parquet_column: str | None) -> Iterator[list[str]]:
+    """A Parquet input, or a CSV/TSV list (a local ``Path`` or a ``StorePath``)."""
+    if path.suffix.lower() == ".parquet":
+        yield from parquet_uri_batches(path, parquet_column)
+    else:
+        yield from text_list_batches(path, parquet_column)
+
+
+def iter_remote_inputs(place, parquet_column: str | None) -> Iterator[list[str]]:
+    """A folder, tar, Parquet or URL list on an object store (``engine.storage``)."""
+    suffix = place.suffix.lower()
+    if suffix in (".parquet", *LIST_SUFFIXES):
+        if not place.is_file():
+            raise InputError(f"input: {place} does not exist")
+        yield from list_file_batches(place, parquet_column)
+        return
+    if suffix == ".tar" and place.is_file():
+        yield tar_members(place)
+        return
+    found = [path for path in place.files_below() if not path.name.startswith(".")]
+    if not found:
+        raise InputError(f"input: {place} does not exist or holds no file")
+    yield from folder_batches(found)
 
 
 def tar_members(tar_path) -> list[str]:
@@ -272,10 +274,6 @@ def text_list_batches(path, column: str | None) -> Iterator[list[str]]:
     for batch in reader:
         yield listed_uris(path, batch.column(index), row)
         row += batch.num_rows
-
-
-def parquet_uris(path: Path, column: str | None) -> list[str]:
-    return [uri for batch in parquet_uri_batches(path, column) for uri in batch]
 
 
 def make_shards(uris: list[str], shard_size: int) -> list[Shard]:

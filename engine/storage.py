@@ -236,11 +236,11 @@ class StorePath:
             if fnmatch.fnmatchcase(info.path.rsplit("/", 1)[-1], pattern)
         )
 
-    def files_below(self) -> list[tuple[StorePath, int]]:
-        """Every file below this folder, recursively, with its size."""
+    def files_below(self) -> list[StorePath]:
+        """Every file below this folder, recursively."""
         selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
         return [
-            (StorePath(self.fs, info.path, self.scheme), int(info.size or 0))
+            StorePath(self.fs, info.path, self.scheme)
             for info in self.fs.get_file_info(selector)
             if info.type == pafs.FileType.File
         ]

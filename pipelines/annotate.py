@@ -316,13 +316,6 @@ class MarkerTotals:
         return summary
 
 
-def sum_markers(markers) -> dict:
-    totals = MarkerTotals()
-    for marker in markers:
-        totals.add(marker)
-    return totals.summary()
-
-
 def output_config_hash(config: EngineConfig) -> str:
     """Hash of every setting that can change the rows written (not where or how many
     workers run them): a resumed run must not mix shards made under two configs."""

@@ -25,14 +25,7 @@ from tests.fixtures.battery import (
 from tests.fixtures.common import wait_for
 from tests.fixtures.corpus_tools import all_rows
 from tests.fixtures.two_nodes import _descendants, two_node_cluster
-
-
-def title(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
+from tests.reliability.test_fault_kill_worker import title
 
 
 def test_second_node_lost_mid_run(tmp_path, tmp_path_factory, capsys):
