@@ -38,6 +38,7 @@ def test_plan_shards_equal_make_shards_and_names_sort_as_indexes(tmp_path):
     skipped = list(iter_shards(target, summary.digits, skip={0, 3, 714}))
     assert [s.index for s in skipped] == [i for i in range(715) if i not in {0, 3, 714}]
     # Names are as wide as the last shard's index needs (at least 5): name order = index order.
+    assert shard_digits(1) == 5  # small iterations keep the names they always had
     assert shard_digits(99_999) == 5 and shard_digits(100_001) == 6
     assert shard_digits(1_000_000_000) == 9
     wide = [Shard(i, (), shard_digits(1_000_000_000)).name for i in (9, 10, 999_999_999)]
