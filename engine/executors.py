@@ -21,7 +21,9 @@ Failures (``RayExecutor``; ``FailurePolicy``):
 - Actors that die are restarted for the whole run (``max_restarts=-1``): a dead worker,
   or every worker of a node that left the cluster, comes back (elsewhere if need be).
 - The driver, not Ray, retries a shard whose worker died under it, up to
-  ``max_attempts`` tries. A shard that still kills its worker is split in halves, each
+  ``max_attempts`` tries: on the same actor once restarted (models and all; an idle worker
+  takes the shard if the restart takes more than twice the slowest first answer of the
+  run's workers), or on any worker if the actor's node left the cluster. A shard that still kills its worker is split in halves, each
   half run on its own, a failing half split again, until the image that kills the worker
   is alone; after ``max_attempts`` tries it becomes an ``errors`` row (``worker_crashed``)
   and the other images' rows are written with it (``Processor.assemble``, on the driver).
@@ -284,6 +286,26 @@ class FailureNotes:
 
 LIVENESS_PERIOD_S = 5.0  # how often the actors of running calls are looked at
 LOST_AFTER_S = 10.0  # a call whose actor is not alive for this long is failed as a crash
+# A retry bound to a restarting actor goes to an idle one after this many times the slowest
+# first answer of the run's workers (setup and one shard; at least LOST_AFTER_S): a loaded
+# machine restarts a worker, models and all, more slowly than a fixed few seconds.
+RESTART_PATIENCE = 2.0
+
+
+def node_of(actor) -> str | None:
+    """The id of the node an actor runs on (None if the cluster does not say)."""
+    from ray._private import state
+
+    info = state.actors(actor_id=actor._actor_id.hex()) or {}
+    return (info.get("Address") or {}).get("NodeID")
+
+
+def restart_wait(first_answers: Iterable[float], elapsed: float) -> float:
+    """Seconds a retry waits for its restarting actor before an idle one takes it: twice
+    the slowest first answer of the run's workers (or the run's age, before any answer),
+    at least ``LOST_AFTER_S``."""
+    slowest = max(first_answers, default=elapsed)
+    return max(LOST_AFTER_S, RESTART_PATIENCE * slowest)
 
 
 class WorkerLost(Exception):
@@ -441,6 +463,7 @@ class Scheduler:
         self.isolations: dict[int, Isolation] = {}
         self.recoveries = executor.recoveries
         self.suspects: dict = {}  # call -> when its actor was first seen not alive
+        self.nodes: dict[int, str | None] = {}  # actor index -> the node it last answered from
 
     def run(self, first: Shard, queue: Iterator[Shard]) -> Iterator[ShardOutcome]:
         import ray
@@ -451,7 +474,8 @@ class Scheduler:
         idle = list(range(len(actors)))
         bound: dict[int, Task] = {}  # a retry waits for its actor's restart, then runs there
         bound_since: dict[int, float] = {}
-        last_look = time.monotonic()
+        started = last_look = time.monotonic()
+        first_answers: dict[int, float] = {}  # actor index -> seconds to its first answer
         exhausted = False
 
         def next_task() -> Task | None:
@@ -465,11 +489,11 @@ class Scheduler:
             exhausted = shard is None
             if shard is not None:
                 return Task(shard)
-            # Nothing else to do: a retry whose actor has not come back for LOST_AFTER_S (its
-            # node left, no room elsewhere) goes to this one instead.
+            # Nothing else to do: a retry whose actor has not come back for restart_wait()
+            # (its node left, no room elsewhere) goes to this one instead.
             now = time.monotonic()
             for index, since in list(bound_since.items()):
-                if now - since >= LOST_AFTER_S:
+                if now - since >= restart_wait(first_answers.values(), now - started):
                     del bound_since[index]
                     return bound.pop(index)
             return None
@@ -496,13 +520,14 @@ class Scheduler:
                     running[actors[index].pid.remote()] = (None, index)
                     outcome, again = self.failed(task, error)
                     if again is not None:
-                        bound[index], bound_since[index] = again, time.monotonic()
+                        self.retry.append(again)  # its node left: any worker takes it
                     if outcome is not None:
                         yield outcome
             if not done or done[0] not in running:
                 continue
             task, index = running.pop(done[0])
             self.suspects.pop(done[0], None)
+            first_answers.setdefault(index, time.monotonic() - started)
             try:
                 result = ray.get(done[0])
             except Exception as exc:  # noqa: BLE001 - sorted below
@@ -515,10 +540,16 @@ class Scheduler:
                 running[actors[index].pid.remote()] = (None, index)
                 outcome = None
                 if task is not None:
+                    if failure_kind(exc) == "crashed" and self.node_gone(index):
+                        exc = WorkerLost(f"its node left the cluster: {exc}")
                     outcome, again = self.failed(task, exc)
-                    if again is not None:
+                    if again is not None and (isinstance(exc, WorkerLost) or getattr(exc, "preempted", False)):  # fmt: skip
+                        self.retry.append(again)  # its node left or is going: any worker takes it
+                    elif again is not None:
                         bound[index], bound_since[index] = again, time.monotonic()
             else:
+                if task is None or index not in self.nodes:  # started, or restarted: where?
+                    self.nodes[index] = node_of(actors[index])
                 if task is None and index in bound:
                     bound_since.pop(index, None)
                     send(bound.pop(index), index)
@@ -527,6 +558,15 @@ class Scheduler:
                 outcome = self.succeeded(task, result) if task is not None else None
             if outcome is not None:
                 yield outcome
+
+    def node_gone(self, index: int) -> bool:
+        """Whether the node that actor ``index`` last answered from has left the cluster
+        (then its restart waits for room that may never come, and the retry goes to any
+        worker; a process that died on a live node is restarted there at once)."""
+        import ray
+
+        node = self.nodes.get(index)
+        return node is not None and node not in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
     def lost_calls(self, running: dict, actors: list) -> list[tuple]:
         """Calls whose actor has not been alive for ``LOST_AFTER_S``: its node left the

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from ray.exceptions import WorkerCrashedError
 
-from engine.executors import FailurePolicy, Scheduler, Task, WorkerLost
+from engine.executors import LOST_AFTER_S, FailurePolicy, Scheduler, Task, WorkerLost, restart_wait
 from engine.sources import Shard
 
 SHARD = Shard(1, ("a.jpg", "b.jpg", "c.jpg", "d.jpg"))
@@ -71,3 +71,11 @@ def test_a_lost_node_is_retried_without_counting_a_try():
     assert outcome is None and again == Task(SHARD, None, 1) and not run.retry
     outcome, again = run.failed(Task(SHARD), WorkerCrashedError())  # 1 try allowed: split
     assert again is None and len(run.retry) == 2
+
+
+def test_a_retry_waits_for_its_actor_as_long_as_the_slowest_first_answer_twice():
+    # A loaded machine took 30 s for a worker's setup and first shard: its restart is given
+    # 60 s before an idle worker takes the retry; a fast run still waits LOST_AFTER_S.
+    assert restart_wait([12.0, 30.0], elapsed=100.0) == 60.0
+    assert restart_wait([1.0, 2.0], elapsed=100.0) == LOST_AFTER_S
+    assert restart_wait([], elapsed=40.0) == 80.0  # killed before any answer: the run's age
