@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,8 +17,8 @@ from engine.schemas import ROW_ID, TABLES
 from pipelines.annotate import annotate_corpus
 from pipelines.config import load_config
 from tests.fixtures import imagekit
-from tests.fixtures.common import BIN, DEMO_IMAGES, REPO, run_fld, wait_for
-from tests.fixtures.corpus_tools import all_rows, kept_regions
+from tests.fixtures.common import DEMO_IMAGES, run_fld
+from tests.fixtures.corpus_tools import kept_regions
 
 SHARD_SIZE = 1  # one image per shard: every run below batches each image alone
 
@@ -189,32 +186,6 @@ def kept_or_not(corpus: Path, file_name: str) -> list[tuple]:
 
 def strip_corpus(rows: list[tuple]) -> list[tuple]:
     return [tuple(round(v, 3) if isinstance(v, float) else v for v in row) for row in rows]
-
-
-def test_killed_driver_resumes_to_identical_rows(demo_corpus, ray_address, tmp_path):
-    out = tmp_path / "corpus"
-    command = [str(BIN / "fld"), "run", str(DEMO_IMAGES), "--out", str(out),
-               "--shard-size", str(SHARD_SIZE), "--address", ray_address, "--quiet"]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    markers = out / "iteration=0" / "_shards"
-    try:
-        assert wait_for(
-            lambda: markers.is_dir() and len(list(markers.glob("*.json"))) >= 2, timeout=240
-        )
-    finally:
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    written = len(list(markers.glob("*.json")))
-    n_shards = len(list(DEMO_IMAGES.iterdir()))
-    assert written < n_shards, "the driver finished before it was killed; nothing was tested"
-    assert not (out / "iteration=0" / "_COMMITTED").exists()
-    # An uncommitted iteration is invisible to readers.
-    assert connect(out).execute("SELECT count(*) FROM regions").fetchall()[0][0] == 0
-
-    result = run_fld(*command[1:])
-    assert f"{written} resumed" in result.stdout
-    assert all_rows(out) == all_rows(demo_corpus)
-    assert not list(out.rglob(".*.tmp"))
 
 
 def test_in_process_executor_gives_the_same_rows(demo_corpus, tmp_path):

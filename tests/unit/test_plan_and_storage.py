@@ -110,3 +110,47 @@ def test_a_corpus_on_a_store_writes_reads_and_lists(tmp_path):
     assert [g.name for g in corpus.file_groups(0)] == ["shard=00000"]
     atomic_write_json(root / "note.json", {"a": 1})
     assert json.loads((root / "note.json").read_text()) == {"a": 1}
+
+
+def test_duckdb_on_a_store_asks_about_and_reads_each_file_once():
+    """Every object request is a round trip to the store: a connection's queries ask about
+    each file (size, time) once and fetch it once, however many queries read it."""
+    import collections
+
+    import fsspec
+    import pyarrow.fs as pafs
+
+    from engine.storage import duckdb_filesystem
+
+    requests = collections.Counter()
+
+    class CountingHandler(pafs.FSSpecHandler):
+        def get_file_info(self, paths):
+            requests["info"] += len(paths)
+            return super().get_file_info(paths)
+
+        def open_input_stream(self, path):
+            requests["read"] += 1
+            return super().open_input_stream(path)
+
+        def open_input_file(self, path):
+            requests["read"] += 1
+            return super().open_input_file(path)
+
+    store = pafs.PyFileSystem(CountingHandler(fsspec.filesystem("memory")))
+    store.create_dir("fld-count")
+    for shard in range(3):
+        table = pa.table({"shard": [shard] * 100, "score": [i / 100 for i in range(100)]})
+        with store.open_output_stream(f"fld-count/{shard}.parquet") as sink:
+            pq.write_table(table, sink)
+    requests.clear()
+    import duckdb
+
+    connection = duckdb.connect()
+    connection.register_filesystem(duckdb_filesystem(store))
+    files = ", ".join(f"'fldstore://fld-count/{shard}.parquet'" for shard in range(3))
+    connection.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet([{files}])")
+    for _ in range(4):
+        assert connection.execute("SELECT count(*), sum(shard) FROM t").fetchone() == (300, 300)
+    assert connection.execute("SELECT max(score) FROM t WHERE shard = 2").fetchone() == (0.99,)
+    assert requests == {"info": 3, "read": 3}, requests
