@@ -298,13 +298,16 @@ class StorePath:
 # loopback S3 server took 6x its time on local files).
 WHOLE_FILE_BYTES = 32 << 20
 WHOLE_FILES_BYTES = 256 << 20
+ONE_PASS_CACHE_BYTES = 64 << 20  # compaction and exports (duckdb_connection)
 
 
-def duckdb_filesystem(filesystem: pafs.FileSystem):
+def duckdb_filesystem(filesystem: pafs.FileSystem, cache_bytes: int = WHOLE_FILES_BYTES):
     """An fsspec filesystem over ``filesystem`` for ``DuckDBPyConnection.register_filesystem``:
     DuckDB then reads ``fldstore://bucket/key`` through pyarrow (its own S3 support is an
     extension that would have to be downloaded, which these machines cannot). One per
-    connection: it caches (see ``WHOLE_FILE_BYTES``). fsspec's own caching file systems do
+    connection: it caches (see ``WHOLE_FILE_BYTES``), up to ``cache_bytes`` of files. DuckDB
+    opens a file several times in one query (its metadata, then each scan), so even a
+    reader that reads each file once (compaction, exports) keeps the last few. fsspec's own caching file systems do
     not apply: its block caches need its buffered files, which ``ArrowFSWrapper`` does not
     make, and ``simplecache`` would still ask the store about each file on every query."""
     import io
@@ -375,7 +378,7 @@ def duckdb_filesystem(filesystem: pafs.FileSystem):
                 data = stream.read()
             with self.lock:
                 self.blobs[path] = data
-                while sum(len(blob) for blob in self.blobs.values()) > WHOLE_FILES_BYTES:
+                while sum(len(blob) for blob in self.blobs.values()) > cache_bytes:
                     self.blobs.popitem(last=False)
             return io.BytesIO(data)
 
@@ -388,12 +391,13 @@ def sql_path(path: Path | StorePath) -> str:
 
 
 def duckdb_connection(root: Path | StorePath):
-    """A new DuckDB connection that can read the files under ``root`` (by ``sql_path``)."""
+    """A new DuckDB connection that reads the files under ``root`` (by ``sql_path``) once
+    each, in order: on a store it keeps the last ``ONE_PASS_CACHE_BYTES`` of them."""
     import duckdb
 
     connection = duckdb.connect()
     if isinstance(root, StorePath):
-        connection.register_filesystem(duckdb_filesystem(root.fs))
+        connection.register_filesystem(duckdb_filesystem(root.fs, ONE_PASS_CACHE_BYTES))
     return connection
 
 

@@ -154,3 +154,12 @@ def test_duckdb_on_a_store_asks_about_and_reads_each_file_once():
         assert connection.execute("SELECT count(*), sum(shard) FROM t").fetchone() == (300, 300)
     assert connection.execute("SELECT max(score) FROM t WHERE shard = 2").fetchone() == (0.99,)
     assert requests == {"info": 3, "read": 3}, requests
+
+    # A cache too small for the files: each of DuckDB's opens is a read again (a one-pass
+    # reader's cache holds the few files it is reading, which DuckDB opens several times).
+    requests.clear()
+    small = duckdb.connect()
+    small.register_filesystem(duckdb_filesystem(store, cache_bytes=0))
+    for _ in range(2):
+        assert small.execute(f"SELECT count(*) FROM read_parquet([{files}])").fetchone() == (300,)
+    assert requests["info"] == 3 and requests["read"] > 6, requests
