@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import os
 import tarfile
 from collections.abc import Iterator
@@ -148,10 +149,11 @@ def iter_remote_inputs(place, parquet_column: str | None) -> Iterator[list[str]]
     if suffix == ".tar" and place.is_file():
         yield tar_members(place)
         return
-    found = [path for path in place.files_below() if not path.name.startswith(".")]
-    if not found:
+    found = place.files_below()
+    first = next(found, None)
+    if first is None:
         raise InputError(f"input: {place} does not exist or holds no file")
-    yield from folder_batches(found)
+    yield from folder_batches(itertools.chain([first], found))
 
 
 def tar_members(tar_path) -> list[str]:

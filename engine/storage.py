@@ -33,6 +33,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -236,14 +237,22 @@ class StorePath:
             if fnmatch.fnmatchcase(info.path.rsplit("/", 1)[-1], pattern)
         )
 
-    def files_below(self) -> list[StorePath]:
-        """Every file below this folder, recursively."""
-        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
-        return [
-            StorePath(self.fs, info.path, self.scheme)
-            for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File
-        ]
+    def files_below(self) -> Iterator[StorePath]:
+        """Every non-hidden file below this folder (hidden folders skipped too), one folder's
+        listing at a time: pyarrow lists a whole selector into memory, so a recursive
+        listing of a store with 100M objects would hold them all at once."""
+        selector = pafs.FileSelector(self.path, recursive=False, allow_not_found=True)
+        folders = []
+        for info in sorted(self.fs.get_file_info(selector), key=lambda entry: entry.path):
+            name = info.path.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("."):
+                continue
+            if info.type == pafs.FileType.File:
+                yield StorePath(self.fs, info.path, self.scheme)
+            elif info.type == pafs.FileType.Directory:
+                folders.append(StorePath(self.fs, info.path, self.scheme))
+        for folder in folders:
+            yield from folder.files_below()
 
     # -- reading and writing -------------------------------------------------------------
     def read_bytes(self) -> bytes:

@@ -163,3 +163,35 @@ def test_duckdb_on_a_store_asks_about_and_reads_each_file_once():
     for _ in range(2):
         assert small.execute(f"SELECT count(*) FROM read_parquet([{files}])").fetchone() == (300,)
     assert requests["info"] == 3 and requests["read"] > 6, requests
+
+
+def test_a_folder_on_a_store_is_listed_one_folder_at_a_time():
+    """Files in nested folders are found; hidden files and folders are not; a folder with
+    no file is a clear error. pyarrow is asked one folder at a time (never recursively:
+    it would hold a whole store's listing in memory)."""
+    import pyarrow.fs as pafs
+
+    root = location("memory://fld-walk/photos")
+    for key in ("a.jpg", "sub/b.jpg", "sub/deeper/c.jpg", ".hidden.jpg", ".cache/d.jpg", "z/e.jpg"):  # fmt: skip
+        (root / key).parent.mkdir()
+        (root / key).write_bytes(b"x")
+    asked = []
+    original = root.fs.get_file_info
+
+    class Watching:  # the store's filesystem, noting what it is asked
+        def __getattr__(self, name):
+            return getattr(root.fs, name)
+
+        def get_file_info(self, selector):
+            asked.append(selector.recursive)
+            return original(selector)
+
+    watched = StorePath(Watching(), root.path, root.scheme)
+    found = [p.path.split("/photos/", 1)[1] for p in watched.files_below()]
+    assert found == ["a.jpg", "sub/b.jpg", "sub/deeper/c.jpg", "z/e.jpg"]
+    assert asked and not any(asked)  # 4 folders, each listed alone
+    assert len(asked) == 4 and isinstance(root.fs, pafs.FileSystem)
+    uris = list_inputs("memory://fld-walk/photos")
+    assert [u.rsplit("/photos/", 1)[1] for u in uris] == found
+    with pytest.raises(Exception, match="holds no file"):
+        list_inputs("memory://fld-walk/nothing-here")
