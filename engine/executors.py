@@ -23,9 +23,9 @@ Failures (``RayExecutor``; ``FailurePolicy``):
 - The driver, not Ray, retries a shard whose worker died under it, up to
   ``max_attempts`` tries: on the same actor once restarted (models and all; an idle worker
   takes the shard if the restart takes more than twice the slowest first answer of the
-  run's workers), or on any worker if the actor's node left the cluster. A shard that still kills its worker is split in halves, each
-  half run on its own, a failing half split again, until the image that kills the worker
-  is alone; after ``max_attempts`` tries it becomes an ``errors`` row (``worker_crashed``)
+  run's workers), or on any worker if the actor's node left the cluster. A shard that
+  still kills its worker is split in halves, each half run on its own, a failing half
+  split again, until the image that kills the worker is alone; after ``max_attempts`` tries it becomes an ``errors`` row (``worker_crashed``)
   and the other images' rows are written with it (``Processor.assemble``, on the driver).
 - A hang: each worker has a watchdog thread; a model call on one batch that runs past
   ``task_timeout_s`` is noted (``FailureNotes``, an actor of the driver's) and the worker
@@ -490,7 +490,7 @@ class Scheduler:
             if shard is not None:
                 return Task(shard)
             # Nothing else to do: a retry whose actor has not come back for restart_wait()
-            # (its node left, no room elsewhere) goes to this one instead.
+            # (a slow restart, or a node that left unnoticed) goes to this one instead.
             now = time.monotonic()
             for index, since in list(bound_since.items()):
                 if now - since >= restart_wait(first_answers.values(), now - started):
