@@ -25,8 +25,9 @@ Failures (``RayExecutor``; ``FailurePolicy``):
   takes the shard if the restart takes more than twice the slowest first answer of the
   run's workers), or on any worker if the actor's node left the cluster. A shard that
   still kills its worker is split in halves, each half run on its own, a failing half
-  split again, until the image that kills the worker is alone; after ``max_attempts`` tries it becomes an ``errors`` row (``worker_crashed``)
-  and the other images' rows are written with it (``Processor.assemble``, on the driver).
+  split again, until the image that kills the worker is alone; after ``max_attempts``
+  tries it becomes an ``errors`` row (``worker_crashed``) and the other images' rows are
+  written with it (``Processor.assemble``, on the driver).
 - A hang: each worker has a watchdog thread; a model call on one batch that runs past
   ``task_timeout_s`` is noted (``FailureNotes``, an actor of the driver's) and the worker
   process exits, which the driver sees as above; the image that was isolated from it
