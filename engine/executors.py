@@ -532,16 +532,17 @@ class Scheduler:
             try:
                 result = ray.get(done[0])
             except Exception as exc:  # noqa: BLE001 - sorted below
+                kind = failure_kind(exc)
+                if kind == "fatal":  # Ray does not restart an actor whose setup() raised
+                    raise WorkerSetupError(f"a worker could not set up its steps: {exc}") from exc  # fmt: skip
                 # Its actor is being restarted (or was): a task sent now would fail as
                 # "unavailable" and count as a try, so it gets one once it answers a probe.
                 if task is None:
-                    if failure_kind(exc) == "fatal":
-                        raise WorkerSetupError(f"a worker could not set up its steps: {exc}") from exc  # fmt: skip
                     time.sleep(0.2)
                 running[actors[index].pid.remote()] = (None, index)
                 outcome = None
                 if task is not None:
-                    if failure_kind(exc) == "crashed" and self.node_gone(index):
+                    if kind == "crashed" and self.node_gone(index):
                         exc = WorkerLost(f"its node left the cluster: {exc}")
                     outcome, again = self.failed(task, exc)
                     if again is not None and (isinstance(exc, WorkerLost) or getattr(exc, "preempted", False)):  # fmt: skip
@@ -600,10 +601,9 @@ class Scheduler:
 
     def failed(self, task: Task, error: BaseException) -> tuple[ShardOutcome | None, Task | None]:
         """What follows a failed task: an outcome (the shard failed, or its isolation is
-        complete), and/or the same task again, for its actor once restarted."""
+        complete), and/or the same task again, for its actor once restarted. (A worker whose
+        setup failed stops the run before this: ``run``.)"""
         kind = failure_kind(error)
-        if kind == "fatal":
-            raise WorkerSetupError(f"a worker could not set up its steps: {error}") from error
         isolation = self.isolations.get(task.shard.index)
         if kind == "error" or (isolation is not None and isolation.error is not None):
             if isolation is None:  # a whole shard

@@ -334,6 +334,7 @@ def duckdb_filesystem(filesystem: pafs.FileSystem, cache_bytes: int = WHOLE_FILE
             super().__init__(fs, **kwargs)
             self.infos: dict[str, dict] = {}
             self.blobs: OrderedDict[str, bytes] = OrderedDict()
+            self.blob_bytes = 0  # the sum of the blobs' sizes
             self.lock = threading.Lock()
 
         @classmethod
@@ -373,7 +374,8 @@ def duckdb_filesystem(filesystem: pafs.FileSystem, cache_bytes: int = WHOLE_FILE
             path = self._strip_protocol(path)
             if mode != "rb":
                 self.infos.pop(path, None)
-                self.blobs.pop(path, None)
+                with self.lock:
+                    self.blob_bytes -= len(self.blobs.pop(path, b""))
                 return super()._open(path, mode, **kwargs)
             with self.lock:  # DuckDB's scan threads call in at once
                 data = self.blobs.get(path)
@@ -386,9 +388,11 @@ def duckdb_filesystem(filesystem: pafs.FileSystem, cache_bytes: int = WHOLE_FILE
             with self.fs.open_input_stream(path) as stream:
                 data = stream.read()
             with self.lock:
-                self.blobs[path] = data
-                while sum(len(blob) for blob in self.blobs.values()) > cache_bytes:
-                    self.blobs.popitem(last=False)
+                if path not in self.blobs:  # another scan thread may have fetched it too
+                    self.blobs[path] = data
+                    self.blob_bytes += len(data)
+                while self.blobs and self.blob_bytes > cache_bytes:
+                    self.blob_bytes -= len(self.blobs.popitem(last=False)[1])
             return io.BytesIO(data)
 
     return StoreForDuckDB(filesystem)

@@ -10,12 +10,15 @@ light config; it adds no rows, so the reference rows are the light config's."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import yaml
 
 from engine.schemas import TABLES
 from tests.fixtures.battery import (
+    DEMO_IMAGES,
+    REPO,
     check_corpus_integrity,
     count_rows,
     fld_command,
@@ -82,3 +85,22 @@ def test_poison_images_are_isolated_and_the_iteration_commits(ray_address, tmp_p
         f"(task_timeout_s {TIMEOUT_S}); recoveries {recoveries}; {count_rows(rows)} rows, the "
         f"others equal to the reference; committed in {seconds:.1f} s",
     )
+
+
+def test_a_worker_whose_setup_fails_stops_the_run_with_the_reason(ray_address, tmp_path):
+    """Weights that pass config validation (the file exists) but do not load: each worker's
+    ``setup()`` raises, Ray does not restart such an actor, and the run must stop with the
+    reason (exit 2), not wait for a worker that will never come back."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("bus.jpg", "zidane.jpg"):
+        (photos / name).write_bytes((DEMO_IMAGES / name).read_bytes())
+    weights = tmp_path / "corrupt.pt"
+    weights.write_bytes(bytes(range(256)) * 20)
+    config = tmp_path / "corrupt.yaml"
+    config.write_text(yaml.safe_dump({"annotators": [{"name": "yolo", "weights": str(weights)}]}))
+    command = fld_command(photos, tmp_path / "corpus", config, "--address", ray_address)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "fld run: a worker could not set up its steps" in result.stderr
+    assert "corrupt.pt" in result.stderr
