@@ -616,7 +616,7 @@ class Scheduler:
             # The machine went, not the images: the same task again, not counted as a try.
             return None, Task(task.shard, task.part, task.attempt)
         start, stop = task.part or (0, len(task.shard.uris))
-        hung = self.hung(task.shard)
+        hung = self.hung(task.uris)
         retried = (stop - start == 1 or task.part is None) and not hung.keys() & set(task.uris)
         if retried and task.attempt < self.policy.max_attempts:  # a dying node, not the images?
             return None, Task(task.shard, task.part, task.attempt + 1)
@@ -624,7 +624,7 @@ class Scheduler:
         if task.part is not None:
             isolation.open_parts -= 1
         if stop - start == 1:
-            isolation.isolated.append(self.written_off(task.shard, task.shard.uris[start], error))
+            isolation.isolated.append(self.written_off(task.shard.uris[start], error, hung))
             return self.finish(isolation), None
         middle = (start + stop) // 2
         self.count("shard_splits")
@@ -633,21 +633,22 @@ class Scheduler:
             self.retry.append(Task(task.shard, part))
         return None, None
 
-    def hung(self, shard: Shard) -> dict[str, str]:
-        """The shard's images whose batch a watchdog ended, and why."""
+    def hung(self, uris: tuple[str, ...]) -> dict[str, str]:
+        """Those of ``uris`` whose batch a watchdog ended, and why."""
         import ray
 
         if self.notes is None:
             return {}
         try:
-            return ray.get(self.notes.of.remote(list(shard.uris)), timeout=60)
+            return ray.get(self.notes.of.remote(list(uris)), timeout=60)
         except (ray.exceptions.RayError, TimeoutError):  # notes lost: a crash, not a hang
             return {}
 
-    def written_off(self, shard: Shard, uri: str, error: BaseException):
+    def written_off(self, uri: str, error: BaseException, hung: dict[str, str]):
+        """The ``errors`` row of an image isolated from its shard: ``timeout`` if a watchdog
+        ended its batch (``hung``, from ``hung()``), else ``worker_crashed``."""
         from engine.records import ErrorRecord
 
-        hung = self.hung(shard)
         if uri in hung:
             self.count("timeout")
             return ErrorRecord(uri, "worker", "timeout", hung[uri])
