@@ -230,18 +230,8 @@ class ShardWorker:
         self.processor = processor
         self.processor.setup()
         limit = policy.task_timeout_s if policy else None
-        if limit and notes is not None:
-            threading.Thread(target=watch, args=(self, limit, notes), daemon=True).start()
-
-    @property
-    def current_call(self) -> tuple | None:
-        """The processor's model call running now, as ``(start, URIs)``; None during a
-        model pool's call (queued behind other workers' batches: the replica's own
-        watchdog times its batches)."""
-        call = getattr(self.processor, "current_call", None)
-        if call is None or any(getattr(step, "in_flight", None) for step in getattr(self.processor, "steps", [])):  # fmt: skip
-            return None
-        return call[0], call[3]
+        if limit and notes is not None:  # the processor's current_call (a model pool's: None)
+            threading.Thread(target=watch, args=(self.processor, limit, notes), daemon=True).start()  # fmt: skip
 
     def process(self, shard: Shard):
         return self.processor.process(shard)
@@ -253,16 +243,17 @@ class ShardWorker:
         return os.getpid()
 
 
-def watch(worker, limit: float, notes_name: str) -> None:
-    """A worker's watchdog thread: when ``worker.current_call`` (``(start, URIs)``) has run
-    past ``limit`` seconds, note its URIs in the run's ``FailureNotes`` and end the process
-    (a call cannot be interrupted; Ray restarts the actor)."""
+def watch(owner, limit: float, notes_name: str) -> None:
+    """A watchdog thread: when ``owner.current_call`` (``(start, URIs)``: a ``ShardWorker``'s
+    processor, or a ``ModelWorker``) has run past ``limit`` seconds, note its URIs in the
+    run's ``FailureNotes`` and end the process (a call cannot be interrupted; Ray restarts
+    the actor)."""
     import ray
 
     notes = ray.get_actor(notes_name)
     while True:
         time.sleep(min(0.25, limit / 4))
-        call = worker.current_call
+        call = getattr(owner, "current_call", None)
         if call is not None and time.monotonic() - call[0] > limit:
             message = f"a model call ran past run.task_timeout_s = {limit:g} s"
             try:

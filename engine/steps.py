@@ -190,11 +190,7 @@ class RemoteStep(Step):
 
         replica = self.replica(self._turn % len(self.replicas))
         self._turn += 1
-        self.in_flight = replica  # the worker's watchdog leaves this call to the replica's
-        try:
-            rows, remote_errors = ray.get(replica.run.remote(batch))
-        finally:
-            self.in_flight = None
+        rows, remote_errors = ray.get(replica.run.remote(batch))
         for sample, state in zip(batch, rows, strict=True):
             sample.restore(state)
         errors.extend(remote_errors)

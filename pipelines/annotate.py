@@ -78,8 +78,8 @@ class ShardProcessor:
         self.writer = writer
         self.steps: list[Step] = []
         self.replicas: dict[int, list] = {}  # annotator index -> its pool's actors (names)
-        # The model call running now, for a worker's watchdog (engine.executors):
-        # (monotonic start, shard index, step source, URIs of the batch), or None.
+        # The step call running now, for a worker's watchdog (engine.executors.watch):
+        # (monotonic start, URIs of the batch), or None (none, or a model pool's call).
         self.current_call: tuple | None = None
 
     @property
@@ -144,7 +144,10 @@ class ShardProcessor:
             batch = samples[start : start + batch_size]
             for step in self.steps:
                 began = time.perf_counter()
-                self.current_call = (time.monotonic(), shard.index, step.source, [s.uri for s in batch])  # fmt: skip
+                # The watchdog (engine.executors.watch) times this call; a model pool's call
+                # is timed by its replica's own (here it may wait behind other workers').
+                if not isinstance(step, RemoteStep):
+                    self.current_call = (time.monotonic(), [s.uri for s in batch])
                 try:
                     step.run_isolated(batch, errors)
                 finally:
