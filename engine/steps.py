@@ -138,6 +138,12 @@ class Step:
         parameters are is reported with a model pool's placement (``run.json``)."""
         return []
 
+    def preflight(self) -> str | None:
+        """Why this step's model cannot load on this machine, as one sentence, or None.
+        Cheap (files present, runtime able to run them; nothing loads): ``fld run`` asks every
+        step before Ray starts, and ``fld doctor`` prints the answers."""
+        return None
+
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008 - frozen
         """Load the model. Called once per worker before the first batch."""
 

@@ -129,6 +129,11 @@ class TextComplexityFilter(TextFilter):
     )
     batch_size: Annotated[int, Field(ge=1)] = 256
 
+    def preflight(self) -> str | None:
+        from engine.nlp import spacy_model_problem
+
+        return spacy_model_problem(self.model)
+
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
         from engine.nlp import load_spacy
 

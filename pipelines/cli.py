@@ -1,7 +1,8 @@
-"""The ``fld`` command line: run, stats, compact, sql, show, export, report, refine, diff, eval.
+"""The ``fld`` command line: run, doctor, stats, compact, sql, show, export, report, refine, diff, eval.
 
     fld run INPUT --out CORPUS [--config FILE] [--workers N] [--address ADDR]
                   [--shard-size N] [--batch-size N] [--executor ray|local] [--set KEY=VALUE ...]
+    fld doctor [--config FILE] [--set KEY=VALUE ...]
     fld stats CORPUS
     fld compact CORPUS [--iteration K] [--target-rows N]
     fld sql CORPUS "SELECT ..."
@@ -59,12 +60,40 @@ def check_writable(out: str) -> None:
         raise UsageError(f"--out: {probe_dir} is not writable ({exc.strerror})") from None
 
 
+def check_models_load(config) -> None:
+    """Stop before Ray starts when a step cannot load its model here, with the sentences
+    ``fld doctor`` prints (a worker's traceback was the only message before)."""
+    from pipelines.config import build_steps
+    from pipelines.doctor import preflight_problems
+
+    problems = preflight_problems(build_steps(config))
+    if problems:
+        raise UsageError("a step cannot load its model: " + "; ".join(problems))
+
+
+def command_doctor(args: argparse.Namespace) -> int:
+    from pipelines.config import load_config
+    from pipelines.doctor import diagnose
+
+    diagnosis = diagnose(load_config(args.config, overrides_of(args)))
+    print("\n".join(diagnosis.lines))
+    if diagnosis.problems:
+        print(f"\n{len(diagnosis.problems)} problem(s):", file=sys.stderr)
+        for problem in diagnosis.problems:
+            print(f"- {problem}", file=sys.stderr)
+        print("run `make install` to put the locked versions back", file=sys.stderr)
+        return 1
+    print("\nok: the installed versions are the lock's and every model can load")
+    return 0
+
+
 def command_run(args: argparse.Namespace) -> int:
     from pipelines.config import load_config
 
     overrides = overrides_of(args)
     config = load_config(args.config, overrides)
     check_writable(args.out)
+    check_models_load(config)
     from engine.storage import is_remote
 
     remote = is_remote(args.input)
@@ -372,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=command_run)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the install: versions against the lock, model weights, each step's model",
+    )
+    doctor.add_argument(
+        "--config", help="YAML config whose steps to check (default: the offline one)"
+    )
+    doctor.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    doctor.set_defaults(handler=command_doctor)
 
     stats = commands.add_parser("stats", help="label statistics of the committed iterations")
     stats.add_argument("corpus")
