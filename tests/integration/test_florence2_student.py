@@ -77,7 +77,11 @@ def tiny_student(scenes_corpus, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def overfit(scenes_corpus, tiny_student, tmp_path_factory) -> Path:
     """The tiny student trained on the 8 images' captions and objects (300 epochs of one
-    batch: about a minute on one CPU core); the training folder."""
+    batch: about a minute on one CPU core); the training folder. Deterministic on one machine
+    (seeded, one thread, deterministic kernels): runs repeat exactly. Another CPU's kernels
+    still round differently, so the test's thresholds leave a margin (see the test)."""
+    import torch
+
     from pipelines.florence2_student import train_florence2
 
     out = tmp_path_factory.mktemp("overfit") / "train"
@@ -85,23 +89,29 @@ def overfit(scenes_corpus, tiny_student, tmp_path_factory) -> Path:
         model=str(tiny_student), epochs=300, task_weights=dict.fromkeys(OTHER_TASKS, 0.0),
         checkpoint_every=10_000, **TRAINING,
     )  # fmt: skip
-    train_florence2(Corpus(scenes_corpus), 0, out, settings, show_progress=False)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        train_florence2(Corpus(scenes_corpus), 0, out, settings, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
     return out
 
 
-def test_a_tiny_florence2_overfits_eight_images(scenes_corpus, overfit):
+def recovery(corpus: Corpus, model: Path, export: Path) -> dict[str, int]:
+    """How much of the export's ``<CAPTION>`` and ``<OD>`` targets the model at ``model``
+    reproduces on the same images: captions equal, and target boxes matched at IoU 0.5 by
+    the boxes of its output (parsed with the processor's ``post_process_generation``)."""
     from PIL import Image
 
     from annotators.florence2_model import Florence2, ModelSource
     from annotators.hf_generation import Decoding, decode_text
 
-    corpus = Corpus(scenes_corpus)
-    summary = json.loads((overfit / "train.json").read_text())
-    assert summary["loss_last"] <= summary["loss_first"] / 2, summary
-    assert set(summary["examples_per_task"]) == {"<CAPTION>", "<OD>"}
-    florence2 = Florence2(ModelSource(str(overfit / "model")))
-    lines = [json.loads(line) for line in (overfit / "export" / "florence2.jsonl").open()]
-    captions_equal = captions = recovered = targets = 0
+    florence2 = Florence2(ModelSource(str(model)))
+    lines = [json.loads(line) for line in (export / "florence2.jsonl").open()]
+    counts = dict.fromkeys(("captions", "captions_equal", "targets", "recovered"), 0)
     for line in lines:
         if line["task"] not in ("<CAPTION>", "<OD>"):
             continue
@@ -110,20 +120,36 @@ def test_a_tiny_florence2_overfits_eight_images(scenes_corpus, overfit):
             florence2.encode([image]), [line["task"]], Decoding(max_new_tokens=128)
         )
         if line["task"] == "<CAPTION>":
-            captions += 1
-            captions_equal += decode_text(florence2.processor, output) == line["target"]
+            counts["captions"] += 1
+            counts["captions_equal"] += decode_text(florence2.processor, output) == line["target"]
             continue
         size = (line["width"], line["height"])
         wanted = florence2.processor.post_process_generation(
             text=line["target"], task="<OD>", image_size=size
         )["<OD>"]["bboxes"]
         found = florence2.parse(output, "<OD>", size).get("bboxes", [])
-        targets += len(wanted)
+        counts["targets"] += len(wanted)
         if wanted and found:
-            recovered += int((iou_matrix(wanted, found).max(axis=1) >= 0.5).sum())
-    assert captions == 8 and targets >= 8
-    assert recovered >= 0.8 * targets, (recovered, targets)
-    assert captions_equal > captions / 2, (captions_equal, captions)
+            counts["recovered"] += int((iou_matrix(wanted, found).max(axis=1) >= 0.5).sum())
+    return counts
+
+
+def test_a_tiny_florence2_overfits_eight_images(scenes_corpus, tiny_student, overfit):
+    """Margins: trained, the student recovered 25 of 25 boxes on the machine this test was
+    written on and 19 of 25 on another CPU (same code and seed); untrained, it recovers
+    almost none, which the test measures each time as its control. The bar (60 %) sits
+    between the two with room on both sides."""
+    corpus = Corpus(scenes_corpus)
+    summary = json.loads((overfit / "train.json").read_text())
+    assert summary["loss_last"] <= summary["loss_first"] / 2, summary
+    assert set(summary["examples_per_task"]) == {"<CAPTION>", "<OD>"}
+    trained = recovery(corpus, overfit / "model", overfit / "export")
+    assert trained["captions"] == 8 and trained["targets"] >= 8
+    assert trained["recovered"] >= 0.6 * trained["targets"], trained
+    assert trained["captions_equal"] > trained["captions"] / 2, trained
+    untrained = recovery(corpus, tiny_student, overfit / "export")
+    assert untrained["recovered"] <= 0.2 * untrained["targets"], untrained
+    assert untrained["captions_equal"] == 0, untrained
 
 
 def train_command(corpus: Path, student: Path, out: Path) -> list[str]:
