@@ -9,7 +9,14 @@ deleted the shard files fails on them afterwards; connect again.
 
 from __future__ import annotations
 
+import csv
+import json
+import re
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
+from typing import IO
 
 import duckdb
 
@@ -53,6 +60,11 @@ def connect(
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
     if sandbox:
         root = (corpus.root.duckdb_uri if remote else str(corpus.root.resolve())).rstrip("/") + "/"
+        # DuckDB's default temp directory is ``$CWD/.tmp``, which it adds to the allowed
+        # directories: a private one, outside the corpus and the current directory, instead.
+        spill = tempfile.mkdtemp(prefix="fld-sql-")
+        weakref.finalize(connection, shutil.rmtree, spill, True)
+        connection.execute(f"SET temp_directory = {sql_literal(spill)}")
         connection.execute(f"SET allowed_directories = [{sql_literal(root)}]")
         connection.execute("SET enable_external_access = false")
         connection.execute("SET lock_configuration = true")
@@ -62,20 +74,146 @@ def connect(
 def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
     """Plain-text table for terminals (DuckDB's own renderer elides columns on narrow ones)."""
 
-    def cell(value) -> str:
-        if value is None:
-            return "NULL"
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        text = str(value)
-        return text if len(text) <= max_width else text[: max_width - 1] + "…"
-
-    cells = [[cell(v) for v in row] for row in rows]
+    cells = [[cell_text(v, max_width) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join([line, rule, *body])
+
+
+class QueryRefused(ValueError):
+    """A statement ``fld sql`` does not run: more than one, or one that is not a read."""
+
+
+# What ``fld sql`` runs: SELECT (DuckDB parses WITH, FROM-first, VALUES, DESCRIBE, SHOW and
+# SUMMARIZE as SELECT) and EXPLAIN of one. COPY, EXPORT, ATTACH, SET, PRAGMA, CALL, INSTALL,
+# LOAD, CREATE and the rest are refused before they run, whatever the sandbox would allow.
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
+
+
+def read_only_statement(query: str) -> str:
+    """The query's one statement, checked by DuckDB's own parser to be a read (see above);
+    raises ``QueryRefused`` naming what it found, ``duckdb.ParserException`` on bad SQL."""
+    statements = duckdb.extract_statements(query)
+    if len(statements) != 1:
+        raise QueryRefused(f"fld sql runs exactly one statement, this has {len(statements)}")
+    statement = statements[0]
+    kind = statement.type
+    if kind == duckdb.StatementType.EXPLAIN:
+        explained = _EXPLAIN.sub("", statement.query, count=1)
+        inner = duckdb.extract_statements(explained) if explained != statement.query else []
+        if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+            raise QueryRefused("fld sql explains only a SELECT")
+    elif kind != duckdb.StatementType.SELECT:
+        raise QueryRefused(f"fld sql only reads: a {kind.name} statement is not run")
+    return statement.query
+
+
+def cell_text(value, max_width: int) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+
+class ResultWriter:
+    """Writes a query's Arrow record batches to ``out`` as they come (memory stays that of
+    one batch): ``csv`` (a header, then values, quoted only where needed), ``json`` (JSON
+    Lines: one object per row), ``parquet`` (``out`` must be binary), or ``table`` (the
+    first ``limit`` rows, aligned; then how many rows there were)."""
+
+    def __init__(self, fmt: str, out: IO, limit: int = 1000, max_width: int = 60):
+        self.fmt, self.out, self.limit, self.max_width = fmt, out, limit, max_width
+        self.rows = 0
+        self._shown: list[tuple] = []
+        self._parquet = None
+
+    def write(self, reader) -> int:
+        """Consume a ``pyarrow.RecordBatchReader``; returns the number of rows."""
+        columns = list(reader.schema.names)
+        if self.fmt == "csv":
+            csv.writer(self.out).writerow(columns)
+        for batch in reader:
+            self.write_batch(batch)
+        self.finish(columns)
+        return self.rows
+
+    def write_batch(self, batch) -> None:
+        self.rows += batch.num_rows
+        if self.fmt == "csv":  # Python's csv module: quotes only the values that need it
+            csv.writer(self.out).writerows(zip(*batch.to_pydict().values(), strict=True))
+        elif self.fmt == "json":
+            for row in batch.to_pylist():
+                self.out.write(json.dumps(row, default=str) + "\n")
+        elif self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.out, batch.schema)
+            self._parquet.write_batch(batch)
+        elif len(self._shown) < self.limit:
+            self._shown.extend(zip(*batch.to_pydict().values(), strict=True))
+
+    def finish(self, columns: list[str]) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self.fmt != "table" or not columns:
+            return
+        shown = self._shown[: self.limit]
+        self.out.write(format_table(columns, shown, self.max_width) + "\n")
+        more = f", the first {len(shown)} shown (--limit)" if self.rows > len(shown) else ""
+        self.out.write(f"({self.rows} rows{more})\n")
+
+
+class QueryTimeout(RuntimeError):
+    pass
+
+
+BATCH_ROWS = 100_000
+
+
+def stream_query(
+    connection: duckdb.DuckDBPyConnection, query: str, writer: ResultWriter, timeout_s: float
+) -> int:
+    """Run ``query`` (one read-only statement: ``read_only_statement``) and stream its rows
+    into ``writer``; returns the row count. The query runs in a thread while this one
+    waits, so that Ctrl-C (KeyboardInterrupt, re-raised) and ``timeout_s`` (``QueryTimeout``)
+    stop it with ``connection.interrupt()``, which DuckDB honours between vectors."""
+    import threading
+    import time
+
+    statement = read_only_statement(query)
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            reader = connection.sql(statement).to_arrow_reader(BATCH_ROWS)
+            outcome["rows"] = writer.write(reader)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="fld-sql", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while thread.is_alive():
+            thread.join(0.05)
+            if thread.is_alive() and time.monotonic() > deadline:
+                connection.interrupt()
+                thread.join()
+                raise QueryTimeout(f"the query ran past --timeout {timeout_s:g} s and was stopped")
+    except KeyboardInterrupt:
+        stop_by = time.monotonic() + 30
+        while thread.is_alive() and time.monotonic() < stop_by:
+            connection.interrupt()  # again: an interrupt that lands between two calls is lost
+            thread.join(0.1)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["rows"]
 
 
 def run_query(connection: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple]]:

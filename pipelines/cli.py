@@ -5,7 +5,8 @@
     fld doctor [--config FILE] [--set KEY=VALUE ...]
     fld stats CORPUS
     fld compact CORPUS [--iteration K] [--target-rows N]
-    fld sql CORPUS "SELECT ..."
+    fld sql CORPUS "SELECT ..." [--format table|csv|json|parquet] [--out FILE] [--limit N]
+            [--timeout S]
     fld show CORPUS IMAGE_ID_OR_URI --out FILE.png [--iteration K] [--all]
     fld export CORPUS --format florence2|coco|yolo --out DIR [--iteration K] [--include-dropped]
     fld report CORPUS --out report.html [--samples N]
@@ -20,6 +21,7 @@ what is wrong), 1 on anything else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -161,11 +163,31 @@ def command_stats(args: argparse.Namespace) -> int:
 def command_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from engine.query import connect, format_table, run_query
+    from engine.query import QueryRefused, QueryTimeout, ResultWriter, connect, stream_query
 
+    if args.limit < 1 or args.timeout <= 0:
+        raise UsageError("--limit and --timeout must be positive")
+    binary = args.format == "parquet"
+    if args.out:
+        out = open(args.out, "wb" if binary else "w", newline="" if not binary else None)  # noqa: SIM115
+    elif binary and sys.stdout.isatty():
+        raise UsageError("--format parquet writes binary: give --out FILE or redirect stdout")
+    else:
+        out = sys.stdout.buffer if binary else sys.stdout
     connection = connect(args.corpus, sandbox=True)
+    writer = ResultWriter(args.format, out, limit=args.limit, max_width=args.max_width)
     try:
-        columns, rows = run_query(connection, args.query)
+        stream_query(connection, args.query, writer, args.timeout)
+    except QueryRefused as exc:
+        raise UsageError(f"query refused: {exc}") from None
+    except QueryTimeout as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("fld sql: interrupted, the query was stopped", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `fld sql ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except duckdb.PermissionException as exc:
         first_line = str(exc).splitlines()[0]
         raise UsageError(
@@ -173,15 +195,11 @@ def command_sql(args: argparse.Namespace) -> int:
         ) from None
     except duckdb.Error as exc:
         raise UsageError(f"query failed: {exc}") from None
-    if args.format == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    elif columns:
-        print(format_table(columns, rows, max_width=args.max_width))
-        print(f"({len(rows)} rows)")
+    finally:
+        if args.out:
+            out.close()
+        with contextlib.suppress(duckdb.Error):  # an interrupted stream may still hold it
+            connection.close()
     return 0
 
 
@@ -435,7 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sql.add_argument("corpus")
     sql.add_argument("query")
-    sql.add_argument("--format", choices=["table", "csv"], default="table")
+    sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    sql.add_argument("--out", help="write the result to this file (default: standard output)")
+    sql.add_argument("--limit", type=int, default=1000, help="rows a table shows (--format table)")
+    sql.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds before the query is stopped"
+    )
     sql.add_argument("--max-width", type=int, default=60, help="truncate cells wider than this")
     sql.set_defaults(handler=command_sql)
 
