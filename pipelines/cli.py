@@ -311,7 +311,9 @@ def config_of_iteration(corpus, iteration: int, args: argparse.Namespace):
     overrides = overrides_of(args)
     if args.config:
         return load_config(args.config, overrides)
-    return validate_tree(corpus.run_info(iteration)["config"], overrides)
+    from pipelines.stored import stored_config_tree
+
+    return validate_tree(stored_config_tree(corpus, iteration, overrides), overrides)
 
 
 def command_train(args: argparse.Namespace) -> int:

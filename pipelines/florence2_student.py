@@ -193,7 +193,9 @@ def load_checkpoint(out: Path):
     if not pointer.exists():
         return None
     folder = out / json.loads(pointer.read_text())["folder"]
-    return folder, torch.load(folder / "state.pt", weights_only=False)
+    # weights_only: a checkpoint lies in a corpus folder, which may come from anyone; the
+    # state is tensors, numbers, lists and dicts, which the safe unpickler loads.
+    return folder, torch.load(folder / "state.pt", weights_only=True)
 
 
 def validation_loss(model, collator, export: Path, settings, device: str) -> float | None:

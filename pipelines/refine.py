@@ -58,7 +58,9 @@ def base_config(corpus: Corpus, given: EngineConfig | None) -> EngineConfig:
     """The config iteration 0 was made with (from its run.json), or the one given."""
     if given is not None:
         return given
-    return EngineConfig.model_validate(corpus.run_info(0)["config"])
+    from pipelines.stored import stored_config_tree
+
+    return EngineConfig.model_validate(stored_config_tree(corpus, 0))
 
 
 def is_specialist(spec: AnnotatorSpec) -> bool:
