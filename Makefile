@@ -49,6 +49,7 @@ test-latest:
 demo: install
 	rm -rf demo/corpus
 	$(BIN)/fld run demo/images --out demo/corpus --shard-size 4 --workers 2
+	$(BIN)/fld verify demo/corpus
 	$(BIN)/fld stats demo/corpus
 	mkdir -p demo/show
 	$(BIN)/fld show demo/corpus bus.jpg --out demo/show/bus.png

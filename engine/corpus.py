@@ -25,6 +25,7 @@ shard files. Nothing else globs ``shard=*.parquet``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -36,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.imaging import DecodeLimits, decode_image
+from engine.records import file_sha256
 from engine.schemas import TABLES
 from engine.sources import ByteReader
 from engine.storage import StorePath, location
@@ -75,19 +77,65 @@ def atomic_write_json(path: Path, payload: dict, durable: bool = False) -> None:
     atomic_write_bytes(path, data, durable)
 
 
-def atomic_write_parquet(path: Path, table: pa.Table, durable: bool = False) -> None:
+def atomic_write_parquet(path: Path, table: pa.Table, durable: bool = False) -> dict:
     """``durable``: the file's bytes reach the disk (``fsync``) before it gets its name, for
-    writers that delete the only other copy of the rows afterwards (compaction)."""
+    writers that delete the only other copy of the rows afterwards (compaction). Returns the
+    file's facts as a shard marker records them: ``rows``, ``bytes``, ``sha256``."""
     if isinstance(path, StorePath):
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        atomic_write_bytes(path, sink.getvalue().to_pybytes())
-        return
+        data = sink.getvalue().to_pybytes()
+        atomic_write_bytes(path, data)
+        return {
+            "rows": table.num_rows,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
     temporary = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, temporary, compression="zstd")
     if durable:
         fsync_path(temporary)
+    facts = {
+        "rows": table.num_rows,
+        "bytes": temporary.stat().st_size,
+        "sha256": file_sha256(temporary),
+    }
     os.replace(temporary, path)
+    return facts
+
+
+def footer_rows(path: Path | StorePath) -> int:
+    """The row count a Parquet file's footer states (reads the footer only)."""
+    if isinstance(path, StorePath):
+        with path.open_input() as handle:
+            return pq.read_metadata(handle).num_rows
+    return pq.read_metadata(path).num_rows
+
+
+def shard_file_problems(path: Path | StorePath, recorded: dict | None, deep: bool) -> list[str]:
+    """What is wrong with one shard file against what its marker recorded when it was
+    written (``rows``, ``bytes``, ``sha256``; a marker older than these facts records none,
+    and then only the footer is checked). ``deep`` also hashes the whole file."""
+    if not path.exists():
+        return [f"{path}: missing"]
+    try:
+        rows = footer_rows(path)
+    except (OSError, pa.ArrowException) as exc:
+        return [f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:120]})"]
+    if not recorded:
+        return []
+    size = path.size() if isinstance(path, StorePath) else path.stat().st_size
+    if size != recorded["bytes"] or rows != recorded["rows"]:
+        return [
+            f"{path}: {rows} rows in {size} bytes, its marker recorded {recorded['rows']} rows "
+            f"in {recorded['bytes']} bytes"
+        ]
+    if deep:
+        data = path.read_bytes() if isinstance(path, StorePath) else None
+        actual = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(path)
+        if actual != recorded["sha256"]:
+            return [f"{path}: its SHA-256 is not the one its marker recorded"]
+    return []
 
 
 def fsync_path(path: Path) -> None:
@@ -361,7 +409,7 @@ class IterationWriter:
 
     def write_shard(self, shard_name: str, tables: dict[str, pa.Table], marker: dict) -> None:
         """Write every table of one shard, then its marker."""
-        self.write_tables(shard_name, tables)
+        marker = {**marker, "files": self.write_tables(shard_name, tables)}
         self.write_marker(shard_name, marker)
 
     def write_marker(self, shard_name: str, marker: dict) -> None:
@@ -369,16 +417,54 @@ class IterationWriter:
         ``write_tables``), it makes the shard done."""
         atomic_write_json(self.markers_dir / f"{shard_name}.json", marker)
 
-    def write_tables(self, shard_name: str, tables: dict[str, pa.Table]) -> None:
+    def write_tables(self, shard_name: str, tables: dict[str, pa.Table]) -> dict[str, dict]:
         """Every table file of one shard, each under its final name once whole (workers
-        call this, then send the marker to the driver)."""
+        call this, then send the marker to the driver). Returns each file's facts (rows,
+        bytes, SHA-256), which the marker records under ``files`` for ``verify_marker``."""
+        facts = {}
         for table_name, schema in TABLES.items():
             table = tables[table_name]
             if not table.schema.equals(schema):
                 raise CorpusError(
                     f"shard {shard_name}: table {table_name} does not have the contract schema"
                 )
-            atomic_write_parquet(self.path / table_name / f"shard={shard_name}.parquet", table)
+            path = self.path / table_name / f"shard={shard_name}.parquet"
+            facts[table_name] = atomic_write_parquet(path, table)
+        return facts
+
+    def marker_problems(
+        self, marker_path: Path, deep: bool = False
+    ) -> tuple[dict | None, list[str]]:
+        """``(marker, problems)`` of one marker file: a marker that is not JSON, whose name is
+        not its shard's, or whose shard files are missing, truncated or other than it
+        recorded (``shard_file_problems``) has problems, and its shard is not done."""
+        try:
+            marker = json.loads(marker_path.read_text())
+            index = int(marker["shard"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return None, [f"{marker_path}: not a shard marker ({type(exc).__name__})"]
+        if index != int(marker_path.stem):
+            return None, [f"{marker_path}: names shard {index}, not {marker_path.stem}"]
+        problems = []
+        recorded = marker.get("files") or {}
+        for table in TABLES:
+            path = self.path / table / f"shard={marker_path.stem}.parquet"
+            problems += shard_file_problems(path, recorded.get(table), deep)
+        return marker, problems
+
+    def iter_verified_markers(self, problems: list[str], deep: bool = False) -> Iterator[dict]:
+        """The markers of the shards that are done and whose files are whole, one at a time
+        in name order; a marker with problems is deleted (its shard is redone) and its
+        problems appended to ``problems``."""
+        if not self.markers_dir.is_dir():
+            return
+        for marker_path in sorted(self.markers_dir.glob("*.json")):
+            marker, found = self.marker_problems(marker_path, deep)
+            if found:
+                problems.extend(found)
+                marker_path.unlink(missing_ok=True)
+            else:
+                yield marker
 
     def commit(self, run_info: dict) -> None:
         """Write ``run.json``, then ``_COMMITTED`` — only when every shard the plan names
@@ -393,3 +479,37 @@ class IterationWriter:
             )
         atomic_write_json(self.path / RUN, run_info)
         atomic_write_bytes(self.path / COMMITTED, b"")
+
+
+def verify_iteration(corpus: Corpus, iteration: int) -> list[str]:
+    """Every problem of a committed iteration's files, one sentence each (``fld verify``):
+    shard files against their markers' row counts, sizes and SHA-256 (the whole file is
+    read), or, once compacted, each part's footer against the manifest's row counts; and
+    every planned shard has its marker."""
+    writer = IterationWriter(corpus, iteration)
+    manifest = corpus.compaction(iteration)
+    problems: list[str] = []
+    if manifest is not None:
+        for part in manifest["parts"]:
+            for table, name in part["files"].items():
+                path = writer.path / name
+                found = shard_file_problems(path, None, deep=False)
+                if not found and (rows := footer_rows(path)) != part["rows"][table]:
+                    found = [f"{path}: {rows} rows, the manifest recorded {part['rows'][table]}"]
+                problems += found
+        return problems
+    planned = int((writer.recorded_plan() or {}).get("n_shards", 0))
+    found = set()
+    if writer.markers_dir.is_dir():
+        for marker_path in sorted(writer.markers_dir.glob("*.json")):
+            marker, marker_found = writer.marker_problems(marker_path, deep=True)
+            problems += marker_found
+            if marker is not None:
+                found.add(int(marker["shard"]))
+    missing = sorted(set(range(planned)) - found)
+    if missing:
+        problems.append(
+            f"{writer.path}: {len(missing)} of {planned} planned shards have no marker "
+            f"(first: {missing[0]})"
+        )
+    return problems

@@ -126,7 +126,7 @@ class ShardProcessor:
         result = self.process_part(shard, shard.uris)
         if self.writer is not None:
             began = time.perf_counter()
-            self.writer.write_tables(shard.name, result.tables)
+            result.marker["files"] = self.writer.write_tables(shard.name, result.tables)
             result.marker["timings"]["write"] = round(time.perf_counter() - began, 4)
             result.tables = {}
         return result
@@ -183,7 +183,7 @@ class ShardProcessor:
         marker["filter_counts"] = {step: dict(counts) for step, counts in filter_counts.items()}
         marker["isolated"] = [{"uri": e.uri, "error_type": e.error_type} for e in isolated]
         if self.writer is not None:
-            self.writer.write_tables(shard.name, tables)
+            marker["files"] = self.writer.write_tables(shard.name, tables)
             tables = {}
         return ShardResult(shard=shard, tables=tables, marker=marker)
 
@@ -425,12 +425,18 @@ def annotate_corpus(
 
     plan = writer.plan_for(request, plan_now)
     writer.prepare(plan)
-    done = writer.done_indexes()
+    done: set[int] = set()
     totals = MarkerTotals()
     done_inputs = 0
-    for marker in writer.iter_markers():  # one at a time: only the totals are kept
+    damaged: list[str] = []
+    # One at a time: only the totals are kept. A marker whose files are missing, truncated
+    # or not what it recorded is removed, and its shard redone.
+    for marker in writer.iter_verified_markers(damaged):
+        done.add(int(marker["shard"]))
         totals.add(marker)
         done_inputs += marker.get("n_inputs", 0)
+    for problem in damaged:
+        print(f"redoing a damaged shard: {problem}", file=sys.stderr)
     n_shards, n_inputs = int(plan["n_shards"]), int(plan["n_inputs"])
     if done and show_progress:
         print(f"resuming: {len(done)} of {n_shards} shards already written", file=sys.stderr)

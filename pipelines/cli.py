@@ -3,6 +3,7 @@
     fld run INPUT --out CORPUS [--config FILE] [--workers N] [--address ADDR]
                   [--shard-size N] [--batch-size N] [--executor ray|local] [--set KEY=VALUE ...]
     fld doctor [--config FILE] [--set KEY=VALUE ...]
+    fld verify CORPUS [--iteration K]
     fld stats CORPUS
     fld compact CORPUS [--iteration K] [--target-rows N]
     fld sql CORPUS "SELECT ..." [--format table|csv|json|parquet] [--out FILE] [--limit N]
@@ -151,6 +152,21 @@ def command_compact(args: argparse.Namespace) -> int:
     after = sum(r["files_after"] for r in results)
     print(f"compacted {args.corpus}: {before} data files before, {after} after")
     return 0
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from engine.corpus import Corpus, verify_iteration
+
+    corpus = Corpus(args.corpus)
+    iterations = corpus.select_iterations(args.iteration)
+    problems = [p for iteration in iterations for p in verify_iteration(corpus, iteration)]
+    for problem in problems:
+        print(problem)
+    print(
+        f"{args.corpus}: {len(iterations)} committed iteration(s) checked, "
+        f"{len(problems)} problem(s)"
+    )
+    return 1 if problems else 0
 
 
 def command_stats(args: argparse.Namespace) -> int:
@@ -431,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     doctor.set_defaults(handler=command_doctor)
+
+    verify = commands.add_parser(
+        "verify", help="check every file of the committed iterations against what was recorded"
+    )
+    verify.add_argument("corpus")
+    verify.add_argument("--iteration", type=int, help="only this iteration")
+    verify.set_defaults(handler=command_verify)
 
     stats = commands.add_parser("stats", help="label statistics of the committed iterations")
     stats.add_argument("corpus")
