@@ -29,6 +29,9 @@ import hashlib
 import json
 import os
 import re
+import socket
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -513,3 +516,96 @@ def verify_iteration(corpus: Corpus, iteration: int) -> list[str]:
             f"(first: {missing[0]})"
         )
     return problems
+
+
+class CorpusLocked(CorpusError):
+    """Another live process holds the corpus's writer lock."""
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None if there is
+    no such process: a pid reused by a later process has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime
+
+
+class CorpusLock:
+    """One writer per corpus: ``fld run`` and ``fld refine`` hold ``CORPUS/_LOCK`` while they
+    write (``with CorpusLock(root, "run"):``). The file names its holder (host, pid, the
+    pid's start time, the command, when). A second writer exits naming the holder; a lock
+    whose holder died (same host, pid gone or reused) is taken over with a warning. Local
+    folders create the file exclusively (``O_EXCL``); a store has no such create in pyarrow,
+    so there the lock is checked, then written: it catches a forgotten second run, not two
+    started in the same instant."""
+
+    NAME = "_LOCK"
+
+    def __init__(self, root: Path | StorePath, command: str):
+        self.path = root / self.NAME
+        pid = os.getpid()
+        self.holder = {
+            "host": socket.gethostname(),
+            "pid": pid,
+            "pid_started": process_start_ticks(pid),
+            "command": command,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def __enter__(self) -> CorpusLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def is_stale(self, holder: dict) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False  # another machine's process: cannot be checked from here
+        pid = holder.get("pid")
+        return not isinstance(pid, int) or process_start_ticks(pid) != holder.get("pid_started")
+
+    def acquire(self) -> None:
+        data = json.dumps(self.holder, indent=2).encode()
+        if isinstance(self.path, StorePath):
+            if self.path.exists():
+                self.check_holder()
+            self.path.write_bytes(data)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self.check_holder()  # raises for a live holder; removes a stale lock
+                continue
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+            return
+
+    def check_holder(self) -> None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            holder = {}
+        if holder and not self.is_stale(holder):
+            raise CorpusLocked(
+                f"{self.path.parent} is being written by `fld {holder.get('command')}` "
+                f"(host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('since')}); "
+                f"wait for it, or delete {self.path} if that process is gone"
+            )
+        print(
+            f"warning: taking over {self.path} from a process that is gone ({holder or 'unreadable'})",
+            file=sys.stderr,
+        )
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if holder.get("pid") == self.holder["pid"] and holder.get("host") == self.holder["host"]:
+            self.path.unlink(missing_ok=True)

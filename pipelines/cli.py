@@ -63,6 +63,15 @@ def check_writable(out: str) -> None:
         raise UsageError(f"--out: {probe_dir} is not writable ({exc.strerror})") from None
 
 
+def writer_lock(out: str, command: str):
+    """``CorpusLock`` on the corpus at ``out`` (a folder or a store URI): one writer at a time."""
+    from engine.corpus import CorpusLock
+    from engine.storage import StorePath, location
+
+    place = location(out, "--out")
+    return CorpusLock(place if isinstance(place, StorePath) else place.resolve(), command)
+
+
 def check_models_load(config) -> None:
     """Stop before Ray starts when a step cannot load its model here, with the sentences
     ``fld doctor`` prints (a worker's traceback was the only message before)."""
@@ -105,7 +114,8 @@ def command_run(args: argparse.Namespace) -> int:
 
     from pipelines.annotate import annotate_corpus
 
-    summary = annotate_corpus(config, args.input, args.out, show_progress=not args.quiet)
+    with writer_lock(args.out, "run"):
+        summary = annotate_corpus(config, args.input, args.out, show_progress=not args.quiet)
     if summary.nothing_to_do:
         if summary.compaction is not None:
             from engine.compact import describe
@@ -364,7 +374,10 @@ def command_refine(args: argparse.Namespace) -> int:
     check_writable(args.corpus)
     from pipelines.refine import refine_corpus
 
-    summaries = refine_corpus(args.corpus, args.iterations, config, show_progress=not args.quiet)
+    with writer_lock(args.corpus, "refine"):
+        summaries = refine_corpus(
+            args.corpus, args.iterations, config, show_progress=not args.quiet
+        )
     for summary in summaries:
         rows, kept = summary.counts.get("rows", {}), summary.counts.get("kept", {})
         print(
