@@ -61,7 +61,11 @@ def shard_digits(n_shards: int) -> int:
 
 
 def build_plan(
-    input_path: str, parquet_column: str | None, shard_size: int, target: Path | StorePath
+    input_path: str,
+    parquet_column: str | None,
+    shard_size: int,
+    target: Path | StorePath,
+    allow_outside: bool = False,
 ) -> PlanSummary:
     """List ``input_path``, sort it out of core and write ``target`` (the iteration's
     ``_plan.parquet``); return the summary. Peak memory: one listing batch plus DuckDB's
@@ -69,7 +73,7 @@ def build_plan(
     with tempfile.TemporaryDirectory(prefix="fld-plan-") as scratch:
         listed = Path(scratch) / "listed.parquet"
         with pq.ParquetWriter(listed, pa.schema([("uri", pa.string())])) as writer:
-            for batch in iter_inputs(str(input_path), parquet_column):
+            for batch in iter_inputs(str(input_path), parquet_column, allow_outside):
                 writer.write_table(pa.table({"uri": pa.array(batch, pa.string())}))
         ordered = Path(scratch) / "sorted.parquet"
         connection = duckdb.connect()

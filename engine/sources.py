@@ -29,10 +29,13 @@ import glob
 import hashlib
 import itertools
 import os
+import posixpath
+import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pyarrow as pa
@@ -73,23 +76,31 @@ class Shard:
         return f"{self.index:0{self.digits}d}"
 
 
-def list_inputs(input_path: str, parquet_column: str | None = None) -> list[str]:
+def list_inputs(
+    input_path: str, parquet_column: str | None = None, allow_outside: bool = False
+) -> list[str]:
     """All URIs of an input, sorted (in memory: the engine's driver streams them with
     ``iter_inputs`` into ``engine.plan`` instead)."""
-    return sorted(uri for batch in iter_inputs(input_path, parquet_column) for uri in batch)
+    batches = iter_inputs(input_path, parquet_column, allow_outside)
+    return sorted(uri for batch in batches for uri in batch)
 
 
-def iter_inputs(input_path: str, parquet_column: str | None = None) -> Iterator[list[str]]:
-    """The URIs of an input in batches of at most ``LIST_BATCH``, in no particular order."""
+def iter_inputs(
+    input_path: str, parquet_column: str | None = None, allow_outside: bool = False
+) -> Iterator[list[str]]:
+    """The URIs of an input in batches of at most ``LIST_BATCH``, in no particular order.
+    ``allow_outside``: a list's paths may name files outside the list's own folder (see
+    ``listed_uris``)."""
     if is_remote(input_path):
-        yield from iter_remote_inputs(location(str(input_path), "input"), parquet_column)
+        place = location(str(input_path), "input")
+        yield from iter_remote_inputs(place, parquet_column, allow_outside)
         return
     if any(ch in input_path for ch in "*?["):
         paths = sorted(glob.glob(input_path))
         if not paths:
             raise InputError(f"input: no file matches {input_path!r}")
         for path in paths:
-            yield from iter_inputs(path, parquet_column)
+            yield from iter_inputs(path, parquet_column, allow_outside)
         return
     path = Path(input_path).resolve()
     if not path.exists():
@@ -99,7 +110,7 @@ def iter_inputs(input_path: str, parquet_column: str | None = None) -> Iterator[
     elif path.suffix.lower() == ".tar":
         yield tar_members(path)
     elif path.suffix.lower() in (".parquet", *LIST_SUFFIXES):
-        yield from list_file_batches(path, parquet_column)
+        yield from list_file_batches(path, parquet_column, allow_outside)
     else:
         yield [str(path)]
 
@@ -130,21 +141,21 @@ def folder_batches(files) -> Iterator[list[str]]:
         yield batch
 
 
-def list_file_batches(path, parquet_column: str | None) -> Iterator[list[str]]:
+def list_file_batches(path, parquet_column: str | None, allow_outside: bool = False) -> Iterator[list[str]]:  # fmt: skip
     """A Parquet input, or a CSV/TSV list (a local ``Path`` or a ``StorePath``)."""
     if path.suffix.lower() == ".parquet":
-        yield from parquet_uri_batches(path, parquet_column)
+        yield from parquet_uri_batches(path, parquet_column, allow_outside)
     else:
-        yield from text_list_batches(path, parquet_column)
+        yield from text_list_batches(path, parquet_column, allow_outside)
 
 
-def iter_remote_inputs(place, parquet_column: str | None) -> Iterator[list[str]]:
+def iter_remote_inputs(place, parquet_column: str | None, allow_outside: bool = False) -> Iterator[list[str]]:  # fmt: skip
     """A folder, tar, Parquet or URL list on an object store (``engine.storage``)."""
     suffix = place.suffix.lower()
     if suffix in (".parquet", *LIST_SUFFIXES):
         if not place.is_file():
             raise InputError(f"input: {place} does not exist")
-        yield from list_file_batches(place, parquet_column)
+        yield from list_file_batches(place, parquet_column, allow_outside)
         return
     if suffix == ".tar" and place.is_file():
         yield tar_members(place)
@@ -202,7 +213,7 @@ def parquet_column_of(path, column: str | None) -> tuple[str, bool]:
     return chosen, is_bytes
 
 
-def parquet_uri_batches(path, column: str | None) -> Iterator[list[str]]:
+def parquet_uri_batches(path, column: str | None, allow_outside: bool = False) -> Iterator[list[str]]:  # fmt: skip
     """A Parquet input's URIs, a row group's worth at a time (a list of 10M paths is not
     read whole). See ``listed_uris`` for what a path value becomes."""
     chosen, is_bytes = parquet_column_of(path, column)
@@ -214,7 +225,7 @@ def parquet_uri_batches(path, column: str | None) -> Iterator[list[str]]:
         return
     row = 0
     for batch in row_group_batches(parquet_file, [chosen], LIST_BATCH):
-        yield listed_uris(path, batch.column(0), row)
+        yield listed_uris(path, batch.column(0), row, allow_outside)
         row += batch.num_rows
 
 
@@ -226,30 +237,89 @@ def row_group_batches(parquet_file: pq.ParquetFile, columns: list[str], rows: in
         yield from parquet_file.read_row_group(group, columns=columns).to_batches(rows)
 
 
-def listed_uris(list_path, values: pa.Array, first_row: int) -> list[str]:
-    """The URIs a list's rows name: an absolute path or a URI (``s3://``, ``https://``) as
-    it is; a relative path taken from the list's folder (made absolute, not resolved
-    through symlinks); an empty row the row itself (``LIST::row=N``), which then reads as
-    empty bytes and becomes an ``errors`` row. Vectorised with pyarrow: a list of 10M
-    absolute paths costs no per-row Python work but the final ``to_pylist``."""
+class RejectedInput(ValueError):
+    """A list row the engine will not read: ``reason`` is the ``errors`` row's
+    ``error_type`` (``unsupported_uri``, ``outside_list_folder``)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+REJECTIONS = {
+    "unsupported_uri": "a URL list reads http(s) URLs only",
+    "outside_list_folder": (
+        "a list's paths stay under the list's own folder (fld run --allow-paths-outside lifts this)"
+    ),
+}
+_HTTP = r"^[Hh][Tt][Tt][Pp][Ss]?://"
+
+
+def rejected_uri(list_path, row: int, reason: str, value: str) -> str:
+    """The URI a rejected list row is planned as: reading it raises ``RejectedInput``, so it
+    becomes an ``errors`` row naming the row and its value, and the run goes on."""
+    return f"{list_path}{TAR_SEP}row={row}{TAR_SEP}{reason}={quote(value, safe='')}"
+
+
+def list_row_problem(list_path, value: str, allow_outside: bool) -> tuple[str | None, str]:
+    """``(reason or None, uri)`` of one list value that is not plainly an http(s) URL or a
+    path under the list's folder: relative paths are taken from the list's folder and
+    ``..`` is resolved (not symlinks); a tar member or Parquet row (``x.tar::member``) is
+    judged by its container."""
+    if re.match(URI_PATTERN, value):
+        if re.match(_HTTP, value):
+            return None, value
+        same_store = (
+            is_remote(list_path) and value.split("://")[0] == str(list_path).split("://")[0]
+        )
+        if not same_store:
+            return "unsupported_uri", value
+        container = posixpath.normpath(value.split("://", 1)[1].split(TAR_SEP)[0])
+        folder = str(list_path.parent).split("://", 1)[1]
+        inside = container.startswith(folder.rstrip("/") + "/")
+        return (None if inside or allow_outside else "outside_list_folder"), value
+    if is_remote(list_path):
+        if value.startswith("/"):
+            return "unsupported_uri", value  # a local path named by a list on a store
+        return list_row_problem(list_path, str(list_path.parent / value), allow_outside)
+    folder = os.path.dirname(os.path.abspath(list_path))
+    container, _, member = value.partition(TAR_SEP)
+    resolved = os.path.normpath(os.path.join(folder, container))
+    uri = resolved + (TAR_SEP + member if member else "")
+    inside = resolved.startswith(folder.rstrip(os.sep) + os.sep)
+    return (None if inside or allow_outside else "outside_list_folder"), uri
+
+
+def listed_uris(list_path, values: pa.Array, first_row: int, allow_outside: bool = False) -> list[str]:  # fmt: skip
+    """The URIs a list's rows name: an http(s) URL as it is; a path (absolute, or relative
+    to the list's folder) made absolute, when it lies under the list's folder (see
+    ``list_row_problem``); an empty row the row itself (``LIST::row=N``), which then reads
+    as empty bytes and becomes an ``errors`` row; anything else a ``rejected_uri``.
+    Vectorised with pyarrow: a list of 10M absolute paths under its folder or of URLs costs
+    no per-row Python work but the final ``to_pylist``."""
     filled = pc.fill_null(values.cast(pa.string()), "")
-    as_is = pc.or_(pc.starts_with(filled, "/"), pc.match_substring_regex(filled, URI_PATTERN))
+    if is_remote(list_path):
+        prefix = str(list_path.parent).rstrip("/") + "/"
+    else:
+        prefix = os.path.dirname(os.path.abspath(list_path)).rstrip(os.sep) + os.sep
+    plain = pc.and_(pc.starts_with(filled, prefix), pc.invert(pc.match_substring(filled, "..")))
+    fine = pc.or_(pc.match_substring_regex(filled, _HTTP), plain)
     uris = filled.to_pylist()
-    if pc.all(as_is).as_py() is not False:
+    if pc.all(fine).as_py() is not False:
         return uris
-    folder = list_path.parent if is_remote(list_path) else os.path.dirname(os.path.abspath(list_path))  # fmt: skip
-    for index in np.flatnonzero(~as_is.to_numpy(zero_copy_only=False)):
+    for index in np.flatnonzero(~fine.to_numpy(zero_copy_only=False)):
         value = uris[index]
         if not value:
             uris[index] = f"{list_path}{TAR_SEP}row={first_row + index}"
-        elif is_remote(list_path):
-            uris[index] = str(folder / value)
-        else:
-            uris[index] = os.path.abspath(os.path.join(folder, value))
+            continue
+        reason, uri = list_row_problem(list_path, value, allow_outside)
+        uris[index] = (
+            uri if reason is None else rejected_uri(list_path, first_row + index, reason, value)
+        )
     return uris
 
 
-def text_list_batches(path, column: str | None) -> Iterator[list[str]]:
+def text_list_batches(path, column: str | None, allow_outside: bool = False) -> Iterator[list[str]]:  # fmt: skip
     """A CSV (``.csv``) or TSV (``.tsv``, ``.txt`` with tabs) list with a header row; the
     column ``column`` or the first of ``PATH_COLUMNS`` it has (img2dataset's ``url``)."""
     import pyarrow.csv as pacsv
@@ -274,7 +344,7 @@ def text_list_batches(path, column: str | None) -> Iterator[list[str]]:
     index = names.index(candidates[0])
     row = 0
     for batch in reader:
-        yield listed_uris(path, batch.column(index), row)
+        yield listed_uris(path, batch.column(index), row, allow_outside)
         row += batch.num_rows
 
 
@@ -339,6 +409,13 @@ class ByteReader:
             return location(uri, "input").read_bytes()
         container, inner = uri.split(TAR_SEP, 1)
         if container.lower().endswith((".parquet", *LIST_SUFFIXES)):
+            if TAR_SEP in inner:  # a row the listing rejected (rejected_uri)
+                row, rejection = inner.split(TAR_SEP, 1)
+                reason, value = rejection.split("=", 1)
+                raise RejectedInput(
+                    reason, f"{row.replace('=', ' ')} of {container}: {unquote(value)}: "
+                    f"{REJECTIONS.get(reason, reason)}",
+                )  # fmt: skip
             if container.lower().endswith(LIST_SUFFIXES):
                 return b""  # an empty row of a URL list: nothing to read
             return self._parquet_row(container, int(inner.removeprefix("row=")))

@@ -48,7 +48,14 @@ from engine.imaging import DecodeLimits, ImageError, decode_image
 from engine.plan import build_plan, iter_shards
 from engine.records import ErrorRecord, Sample, content_id, error_row
 from engine.schemas import TABLES, table_from_rows
-from engine.sources import ByteReader, Shard, content_fingerprint, fingerprint, list_inputs
+from engine.sources import (
+    ByteReader,
+    RejectedInput,
+    Shard,
+    content_fingerprint,
+    fingerprint,
+    list_inputs,
+)
 from engine.steps import RemoteStep, Step, order_steps, worker_context
 from engine.storage import is_remote
 from pipelines.config import EngineConfig
@@ -211,6 +218,9 @@ class ShardProcessor:
                     errors.append(
                         ErrorRecord(uri, "read", "unreadable", f"{type(exc).__name__}: {exc}")
                     )
+                    continue
+                except RejectedInput as exc:
+                    errors.append(ErrorRecord(uri, "read", exc.reason, str(exc)))
                     continue
                 except (KeyError, ValueError) as exc:
                     errors.append(
@@ -413,7 +423,11 @@ def annotate_corpus(
         if show_progress:
             print(f"planning: listing and sorting {request['input']}", file=sys.stderr)
         summary = build_plan(
-            request["input"], config.input.parquet_column, config.run.shard_size, target
+            request["input"],
+            config.input.parquet_column,
+            config.run.shard_size,
+            target,
+            config.input.allow_paths_outside,
         )
         if show_progress:
             print(
@@ -510,7 +524,9 @@ def rerun_of_committed(corpus, writer, request, input_path, config, show_progres
     if recorded.get("plan_file"):
         check_same_request(recorded, request, writer.path)
     else:  # committed by an engine that kept no _plan.parquet: check as it did
-        uris = list_inputs(input_path, config.input.parquet_column)
+        uris = list_inputs(
+            input_path, config.input.parquet_column, config.input.allow_paths_outside
+        )
         plan = {
             "fingerprint": fingerprint(uris, config.run.shard_size),
             "content_fingerprint": content_fingerprint(uris),

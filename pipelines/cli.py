@@ -316,6 +316,7 @@ RUN_FLAGS = (
     ("batch_size", "run.batch_size"),
     ("executor", "run.executor"),
     ("iteration", "run.iteration"),
+    ("allow_paths_outside", "input.allow_paths_outside"),
     ("epochs", "refine.student.epochs"),
 )
 
@@ -442,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="images per annotator call (run.batch_size)")
     run.add_argument("--executor", choices=["ray", "local"], help="run.executor")
     run.add_argument("--iteration", type=int, help="run.iteration")
+    run.add_argument(
+        "--allow-paths-outside",
+        action="store_const",
+        const=True,
+        help="a path list may name files outside its own folder (input.allow_paths_outside)",
+    )
     run.add_argument(
         "--set",
         action="append",

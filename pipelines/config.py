@@ -72,8 +72,12 @@ class DownloadConfig(Strict):
 
 
 class InputConfig(Strict):
+    """``allow_paths_outside``: a path or Parquet list may name files outside the list's own
+    folder (off by default: a list from someone else could name ``/etc/passwd``)."""
+
     parquet_column: str | None = None
     download: DownloadConfig = DownloadConfig()
+    allow_paths_outside: bool = False
 
 
 class RunConfig(Strict):

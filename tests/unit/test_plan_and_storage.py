@@ -28,7 +28,7 @@ def test_plan_shards_equal_make_shards_and_names_sort_as_indexes(tmp_path):
     listing = tmp_path / "list.parquet"
     write_path_list(listing, uris)
     target = tmp_path / PLAN_FILE
-    summary = build_plan(str(listing), None, 7, target)
+    summary = build_plan(str(listing), None, 7, target, allow_outside=True)  # /data/...
     assert summary.n_inputs == 5003 and summary.n_shards == 715
     assert summary.fingerprint == fingerprint(uris, 7)  # the same as the in-memory plan's
     planned = list(iter_shards(target, summary.digits))
