@@ -81,7 +81,7 @@ def run(
     filtered = work / "B"
     replay = (
         f"annotators=[{{name: replay, corpus: '{specialists}', iteration: 0, "
-        "sources: [ssd_coco@1, rapidocr@1]}]"
+        "sources: [ssd_coco@2, rapidocr@1]}]"
     )
     config = load_config(None, common + [replay])
     annotate_corpus(config, str(images), str(filtered))

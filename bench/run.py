@@ -31,6 +31,9 @@ first, ``--repeats`` times (default 3); a headline is the median ratio with the 
 - ``planning``: the driver's peak RSS and seconds planning 1M and 10M generated URIs, and
   the seconds of ``fld run`` on a committed 10M-image iteration (bench/planning.py; absolute
   headlines, targets < 1024 MB and < 5 s).
+- ``ssd_speed``: ms per image of the torch SSD (``ssd_coco@2``) / OpenCV's ``cv2.dnn`` on
+  the same graph, batch 1 and 8, 2 threads (bench/ssd_speed.py; the torch arm alone where
+  OpenCV has no ``readNetFromTensorflow``).
 
 Results: ``bench/results/<benchmark>.json`` (absolute seconds included) and
 ``bench/results/summary.json`` (machine, headlines): the latest run; every run is also
@@ -78,6 +81,7 @@ BENCHMARKS = (
     "sql_stats",
     "pipelined",
     "planning",
+    "ssd_speed",
 )
 # Those that run the engine inside this process's Ray, and those that need the images.
 RAY_BENCHMARKS = ("overhead", "scaling")
@@ -521,6 +525,19 @@ def bench_planning(ctx: argparse.Namespace) -> dict:
     }
 
 
+def bench_ssd_speed(ctx: argparse.Namespace) -> dict:
+    """The torch SSD / OpenCV's cv2.dnn on the same graph, ms per image at batch 1 and 8 on
+    2 threads (bench/ssd_speed.py); the torch arm alone where OpenCV lacks the importer."""
+    import ssd_speed
+
+    result = ssd_speed.run(repeats=ctx.repeats)
+    headlines = [
+        headline(measure, value, per_repeat=per_repeat)
+        for measure, value, per_repeat in result["headlines"]
+    ]
+    return {"headlines": headlines, "notes": result["notes"], "measurements": result["measurements"]}  # fmt: skip
+
+
 RUNNERS = {
     "overhead": bench_overhead,
     "scaling": bench_scaling,
@@ -532,6 +549,7 @@ RUNNERS = {
     "sql_stats": bench_sql_stats,
     "pipelined": bench_pipelined,
     "planning": bench_planning,
+    "ssd_speed": bench_ssd_speed,
 }
 
 

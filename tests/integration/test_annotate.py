@@ -49,7 +49,7 @@ def test_bus_photo_has_bus_and_people(demo_corpus):
     labels = [r["label"] for r in regions if r["kind"] == "object"]
     assert "bus" in labels
     assert labels.count("person") >= 3
-    assert all(r["source"] == "ssd_coco@1" for r in regions if r["kind"] == "object")
+    assert all(r["source"] == "ssd_coco@2" for r in regions if r["kind"] == "object")
 
 
 def test_rendered_sign_is_read_by_ocr(demo_corpus):
@@ -92,7 +92,7 @@ def test_tables_follow_the_contract(demo_corpus):
     assert dropped_without_reason == 0
     info = json.loads((iteration_dir / "run.json").read_text())
     assert info["annotators"] == [
-        "ssd_coco@1",
+        "ssd_coco@2",
         "rapidocr@1",
         "dense_captioner@1",
         "region_captioner@1",

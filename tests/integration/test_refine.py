@@ -38,7 +38,7 @@ def specialist_rows(corpus: Path, iteration: int) -> list[tuple]:
         connect(corpus)
         .execute(
             "SELECT image_id, kind, label, round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2), "
-            "round(score, 4), source FROM regions WHERE iteration = ? AND source IN ('ssd_coco@1', 'rapidocr@1') "
+            "round(score, 4), source FROM regions WHERE iteration = ? AND source IN ('ssd_coco@2', 'rapidocr@1') "
             "ORDER BY ALL",
             [iteration],
         )
@@ -100,7 +100,7 @@ def test_specialist_rows_are_replayed_not_rerun(refined):
             "annotators"
         ]
         assert "replay@1" in annotators, annotators
-        assert not {"ssd_coco@1", "rapidocr@1"} & set(annotators), annotators
+        assert not {"ssd_coco@2", "rapidocr@1"} & set(annotators), annotators
 
 
 def test_student_rows_join_the_corpus(refined):
@@ -125,7 +125,7 @@ def test_student_boxes_are_fused_with_the_specialists(refined):
     connection = connect(refined)
     both = connection.execute(
         "SELECT count(*) FROM regions WHERE iteration = 1 AND source = 'fused' AND kept "
-        "AND n_sources = 2 AND list_sort(sources) = ['ssd_coco@1', 'student_i1@1']"
+        "AND n_sources = 2 AND list_sort(sources) = ['ssd_coco@2', 'student_i1@1']"
     ).fetchone()[0]
     assert both >= 1
     absorbed = dict(
@@ -134,7 +134,7 @@ def test_student_boxes_are_fused_with_the_specialists(refined):
             "AND drop_reason = 'fused_into' GROUP BY source"
         ).fetchall()
     )
-    assert absorbed.get("ssd_coco@1", 0) >= 1 and absorbed.get("student_i1@1", 0) >= 1
+    assert absorbed.get("ssd_coco@2", 0) >= 1 and absorbed.get("student_i1@1", 0) >= 1
 
 
 def test_stats_and_diff_show_iterations_side_by_side(refined):
