@@ -205,6 +205,34 @@ def check_same_request(recorded: dict, request: dict, where) -> None:
             )
 
 
+def uri_within_input(uri: str, source: str, allow_outside: bool = False) -> bool:
+    """Whether ``uri`` is one the input ``source`` (a run's normalised input: a folder, a
+    tar, a glob, a Parquet or URL list, local or on a store) could have named: under the
+    folder (a list's, a tar's, a glob's fixed part); http(s) URLs only from a list; any
+    local path from a list when the run allowed paths outside it."""
+    from engine.http import is_url
+    from engine.sources import LIST_SUFFIXES, TAR_SEP
+
+    if not source:
+        return False
+    is_list = source.lower().endswith((".parquet", *LIST_SUFFIXES))
+    if is_url(uri):
+        return is_list
+    container = uri.split(TAR_SEP, 1)[0]
+    fixed = re.split(r"[*?\[]", source, maxsplit=1)[0]
+    if fixed != source or is_list or source.lower().endswith(".tar"):
+        root = fixed.rsplit("/", 1)[0]
+    else:
+        root = source.rstrip("/")
+    if "://" in container or "://" in source:
+        inside = container == source or container.startswith(root + "/")
+        return inside and ".." not in container.split("/")
+    normal = os.path.normpath(container)
+    if is_list and allow_outside:
+        return True
+    return normal == os.path.normpath(source) or normal.startswith(os.path.normpath(root) + os.sep)
+
+
 def recorded_plan_file(plan: dict | None) -> str:
     return (plan or {}).get("plan_file") or "_plan.parquet"
 
@@ -261,9 +289,25 @@ class Corpus:
         decode = self.run_info(iteration).get("config", {}).get("decode", {})
         return DecodeLimits(**decode) if decode else DecodeLimits()
 
+    def check_input_uri(self, uri: str, iteration: int) -> None:
+        """Raise ``PermissionError`` unless ``uri`` is one iteration ``iteration``'s input
+        could have named (``uri_within_input``): ``images.uri`` is a corpus's own data, and a
+        changed one must not make ``show``, ``report`` or ``export`` copy a local file or
+        fetch a URL the input never held."""
+        info = self.run_info(iteration)
+        source = str((info.get("plan") or {}).get("input") or "")
+        allow_outside = bool(((info.get("config") or {}).get("input") or {}).get("allow_paths_outside"))  # fmt: skip
+        if not uri_within_input(uri, source, allow_outside):
+            raise PermissionError(
+                f"{uri}: not under the input iteration {iteration} was made from ({source}); "
+                "not read"
+            )
+
     def load_image(self, uri: str, iteration: int, reader: ByteReader | None = None):
         """The ``HxWx3`` RGB pixels of ``uri`` decoded as iteration ``iteration`` decoded
-        it (so its rows' coordinates apply). Raises ``OSError`` or ``ImageError``."""
+        it (so its rows' coordinates apply). Raises ``OSError`` (``PermissionError`` for a
+        URI outside the iteration's input: ``check_input_uri``) or ``ImageError``."""
+        self.check_input_uri(uri, iteration)
         own = reader is None
         reader = ByteReader() if own else reader
         try:
@@ -382,7 +426,18 @@ class IterationWriter:
 
     def recorded_plan(self) -> dict | None:
         plan_path = self.path / PLAN
-        return json.loads(plan_path.read_text()) if plan_path.exists() else None
+        if not plan_path.exists():
+            return None
+        try:
+            plan = json.loads(plan_path.read_text())
+        except ValueError:
+            plan = None
+        if not isinstance(plan, dict):
+            raise CorpusError(
+                f"{plan_path} is damaged (not a JSON object): delete iteration "
+                f"{self.iteration}'s folder to run it again from the start"
+            )
+        return plan
 
     def remove_temporaries(self) -> None:
         if isinstance(self.path, StorePath) and self.path.object_store:

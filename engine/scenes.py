@@ -1,7 +1,7 @@
 """Ground-truth scenes for tests and benchmarks: real photos of objects pasted at known
 boxes onto varied backgrounds, plus rendered text lines, with COCO ground truth beside.
 
-    generate_scenes(out_dir, n, seed=0, size=(640, 480)) -> out_dir / "annotations.json"
+    generate_scenes(out_dir, n, seed=0, size=(640, 480), group=None) -> out_dir / "annotations.json"
 
 writes ``out_dir/images/scene_00000.jpg ...`` and ``out_dir/annotations.json`` (COCO
 instances: ``images`` with ``file_name`` = the image file's name, ``width``, ``height``;
@@ -18,6 +18,12 @@ in it, boxes measured by eye on the photo (``PHOTO_OBJECTS``). A crop that cuts 
 keeps the object clipped to the crop; crops were chosen so that no object is cut to a
 sliver (a test checks that every object keeps at least a quarter of its area in every
 crop that touches it), so no unlabelled fragment of a COCO object is ever pasted.
+
+Photo groups (``PHOTO_GROUPS``): ``group="A"`` makes scenes of the bus, the cat and the
+coffee cup only, ``group="B"`` of Zidane, the astronaut and the motorcycle only; neither
+uses a background region of the other group's photos. A student refined on one group's
+scenes can so be measured on objects it never saw (the other group's). ``group=None``
+(default) draws from every photo, and gives the same scenes as before groups existed.
 
 How a scene is made (all draws from ``numpy.random.default_rng([seed, index])``, so
 scene ``i`` is the same whatever ``n`` is, and the whole set is deterministic):
@@ -154,6 +160,12 @@ WORDS = (
     "Hotel", "Garden", "Bakery", "Route", "7", "Pharmacy", "Post", "Office", "Tea",
 )  # fmt: skip
 
+# Scene sets that share no photo: a student trained on one is measured on the other.
+PHOTO_GROUPS: dict[str, tuple[str, ...]] = {
+    "A": ("bus", "chelsea", "coffee"),
+    "B": ("zidane", "astronaut", "motorcycle"),
+}
+
 MIN_SIDE = 6  # objects smaller than this (pixels) are not in the ground truth
 MIN_VISIBLE = 0.55  # an object is either at least this visible, or not at all
 MAX_PASTES = 4
@@ -202,14 +214,42 @@ class Paste:
     objects: list[tuple[str, Box]]  # scene coordinates, unclipped
 
 
-def make_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+def group_crops(group: str | None) -> tuple[Crop, ...]:
+    """The crops a scene of ``group`` may paste (every crop when ``group`` is None)."""
+    if group is None:
+        return CROPS
+    if group not in PHOTO_GROUPS:
+        raise ValueError(f"unknown photo group {group!r}; known: {sorted(PHOTO_GROUPS)}")
+    return tuple(crop for crop in CROPS if crop.photo in PHOTO_GROUPS[group])
+
+
+def group_backgrounds(group: str | None) -> tuple[tuple[str, Box], ...]:
+    """The background photo regions a scene of ``group`` may use: none cut from another
+    group's photos (they hold no object, but a photo must not cross groups at all)."""
+    if group is None:
+        return BACKGROUND_PHOTOS
+    others = {photo for name, photos in PHOTO_GROUPS.items() if name != group for photo in photos}
+    return tuple(entry for entry in BACKGROUND_PHOTOS if entry[0] not in others)
+
+
+def scene_photos(annotations_path: str | Path) -> set[str]:
+    """Every photo the scenes of a ``generate_scenes`` output took pixels from: those of
+    their pasted crops and of their photo backgrounds (recorded in ``annotations.json``)."""
+    coco = json.loads(Path(annotations_path).read_text())
+    return {photo for image in coco["images"] for photo in image.get("photos", [])}
+
+
+def make_background(
+    rng: np.random.Generator, size: tuple[int, int], group: str | None = None
+) -> tuple[Image.Image, str | None]:
+    """A background and the photo it was cut from (None: not from a photo)."""
     width, height = size
     kind = rng.choice(
         ["solid", "gradient", "noise", "texture", "photo"], p=[0.1, 0.2, 0.2, 0.2, 0.3]
     )
     if kind == "solid":
         colour = rng.integers(0, 256, 3)
-        return Image.fromarray(np.broadcast_to(colour, (height, width, 3)).astype(np.uint8))
+        return Image.fromarray(np.broadcast_to(colour, (height, width, 3)).astype(np.uint8)), None
     if kind == "gradient":
         start, end = rng.integers(0, 256, (2, 3)).astype(np.float32)
         angle = rng.uniform(0, np.pi)
@@ -217,22 +257,23 @@ def make_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Im
         t = xs / width * np.cos(angle) + ys / height * np.sin(angle)
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
         pixels = start + (end - start) * t[..., None]
-        return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+        return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), None
     if kind == "noise":
         cells = rng.integers(4, 24)
         coarse = rng.normal(128, 45, (cells, max(2, cells * width // height), 3))
         small = Image.fromarray(coarse.clip(0, 255).astype(np.uint8))
         image = small.resize(size, Image.BICUBIC)
         fine = rng.normal(0, 10, (height, width, 3))
-        return Image.fromarray((np.asarray(image) + fine).clip(0, 255).astype(np.uint8))
+        return Image.fromarray((np.asarray(image) + fine).clip(0, 255).astype(np.uint8)), None
     if kind == "texture":
         name = TEXTURES[int(rng.integers(0, len(TEXTURES)))]
         gray = np.asarray(load_photo(name).convert("L").resize(size, Image.BILINEAR), np.float32)
         tint = rng.uniform(0.5, 1.2, 3)
-        return Image.fromarray((gray[..., None] * tint).clip(0, 255).astype(np.uint8))
-    name, region = BACKGROUND_PHOTOS[int(rng.integers(0, len(BACKGROUND_PHOTOS)))]
+        return Image.fromarray((gray[..., None] * tint).clip(0, 255).astype(np.uint8)), name
+    backgrounds = group_backgrounds(group)
+    name, region = backgrounds[int(rng.integers(0, len(backgrounds)))]
     image = load_photo(name).crop(region).resize(size, Image.BILINEAR)
-    return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.5, 6.0))))
+    return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.5, 6.0)))), name
 
 
 def random_placement(
@@ -314,16 +355,18 @@ def visible_boxes(
 
 
 def place_pastes(
-    rng: np.random.Generator, size: tuple[int, int]
+    rng: np.random.Generator, size: tuple[int, int], group: str | None = None
 ) -> tuple[list[Paste], np.ndarray, list[bool]]:
-    """Choose crops and where they go; ``owner`` says which paste each pixel shows."""
+    """Choose crops (of ``group``'s photos) and where they go; ``owner`` says which paste
+    each pixel shows."""
+    crops = group_crops(group)
     width, height = size
     owner = np.full((height, width), -1, dtype=np.int16)
     pastes: list[Paste] = []
     mirrors: list[bool] = []
     n_pastes = int(rng.choice([1, 2, 3, 4], p=[0.25, 0.35, 0.25, 0.15]))
     for _ in range(n_pastes):
-        crop = CROPS[int(rng.integers(0, len(CROPS)))]
+        crop = crops[int(rng.integers(0, len(crops)))]
         for _attempt in range(25):
             box, mirrored = random_placement(rng, crop, size)
             candidate = Paste(crop, box, scene_objects(crop, box, mirrored))
@@ -427,11 +470,22 @@ def finish(canvas: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, 
     return canvas, int(rng.integers(35, 96))
 
 
-def make_scene(seed: int, index: int, size: tuple[int, int]) -> tuple[Image.Image, int, list[dict]]:
-    """One scene: the image, its JPEG quality and its annotations (without ids)."""
+@dataclass
+class Scene:
+    """One generated scene: the image, its JPEG quality, its annotations (without ids) and
+    the photos its pixels came from (pasted crops and photo background)."""
+
+    image: Image.Image
+    quality: int
+    annotations: list[dict]
+    photos: list[str]
+
+
+def make_scene(seed: int, index: int, size: tuple[int, int], group: str | None = None) -> Scene:
+    """Scene ``index`` of ``seed`` (from ``group``'s photos when given)."""
     rng = np.random.default_rng([seed, index])
-    canvas = make_background(rng, size)
-    pastes, owner, mirrors = place_pastes(rng, size)
+    canvas, background_photo = make_background(rng, size, group)
+    pastes, owner, mirrors = place_pastes(rng, size, group)
     for paste, mirrored in zip(pastes, mirrors, strict=True):
         paste_crop(canvas, paste, mirrored, rng)
     annotations = []
@@ -443,7 +497,10 @@ def make_scene(seed: int, index: int, size: tuple[int, int]) -> tuple[Image.Imag
     for text, box in render_text_lines(canvas, owner, rng):
         annotations.append({"label": TEXT_CATEGORY, "box": box, "text": text})
     canvas, quality = finish(canvas, rng)
-    return canvas, quality, annotations
+    photos = {paste.crop.photo for paste in pastes}
+    if background_photo is not None:
+        photos.add(background_photo)
+    return Scene(canvas, quality, annotations, sorted(photos))
 
 
 def coco_categories() -> list[dict]:
@@ -455,10 +512,17 @@ def coco_categories() -> list[dict]:
 
 
 def generate_scenes(
-    out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (640, 480)
+    out_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    size: tuple[int, int] = (640, 480),
+    group: str | None = None,
 ) -> Path:
     """Write ``n`` scenes to ``out_dir/images/`` and their COCO ground truth to
-    ``out_dir/annotations.json``; returns the path of the latter."""
+    ``out_dir/annotations.json``; returns the path of the latter. ``group``: a key of
+    ``PHOTO_GROUPS`` (only that group's photos), or None (every photo). The file's
+    ``info.group`` names the group, and each image entry lists its ``photos``."""
+    group_crops(group)  # an unknown group fails before anything is written
     out = Path(out_dir)
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -470,20 +534,23 @@ def generate_scenes(
             "description": "fld-engine ground-truth scenes (engine.scenes)",
             "seed": seed,
             "size": list(size),
+            "group": group,
+            "group_photos": list(PHOTO_GROUPS[group]) if group else None,
         },
         "images": [],
         "annotations": [],
         "categories": coco_categories(),
     }
     for index in range(n):
-        image, quality, annotations = make_scene(seed, index, size)
+        scene = make_scene(seed, index, size, group)
         file_name = f"scene_{index:05d}.jpg"
-        image.save(images_dir / file_name, format="JPEG", quality=quality)
+        scene.image.save(images_dir / file_name, format="JPEG", quality=scene.quality)
         image_id = index + 1
         coco["images"].append(
-            {"id": image_id, "file_name": file_name, "width": size[0], "height": size[1]}
-        )
-        for annotation in annotations:
+            {"id": image_id, "file_name": file_name, "width": size[0], "height": size[1],
+             "photos": scene.photos}
+        )  # fmt: skip
+        for annotation in scene.annotations:
             x0, y0, x1, y1 = annotation["box"]
             entry = {
                 "id": len(coco["annotations"]) + 1,

@@ -172,10 +172,12 @@ def tar_members(tar_path) -> list[str]:
     try:
         opened = tar_path.open_input() if is_remote(tar_path) else None
         with tarfile.open(tar_path if opened is None else None, fileobj=opened) as archive:
+            # Links are listed too: reading one fails (``ByteReader.read``), so it becomes
+            # an errors row instead of vanishing from the corpus without a word.
             return [
                 f"{tar_path}{TAR_SEP}{member.name}"
                 for member in archive.getmembers()
-                if member.isfile()
+                if (member.isfile() or member.issym() or member.islnk())
                 and not Path(member.name).name.startswith(".")
                 and Path(member.name).suffix.lower() in IMAGE_EXTENSIONS
             ]
@@ -425,7 +427,11 @@ class ByteReader:
             opened = place.open_input() if is_remote(place) else None
             archive = tarfile.open(None if opened else place, fileobj=opened)  # noqa: SIM115 - kept open for the shard, closed in close()
             self._tars[container] = archive
-        member = archive.extractfile(inner)
+        info = archive.getmember(inner)
+        if not info.isfile():  # a symlink or hard link: it could name anything
+            kind = "symbolic link" if info.issym() else "hard link"
+            raise KeyError(f"{inner} in {container} is a {kind} to {info.linkname}: not read")
+        member = archive.extractfile(info)
         if member is None:
             raise KeyError(f"{inner} is not a file in {container}")
         return member.read()

@@ -360,7 +360,8 @@ def models_folder(corpus: Corpus, iteration: int) -> Path:
     on local files), whose ``student.pt`` and ``student.json`` are then copied to the
     corpus's own ``models/iteration=K`` (``store_student``)."""
     if not isinstance(corpus.root, StorePath):
-        return corpus.root / "models" / f"iteration={iteration}"
+        # Absolute: ultralytics puts a relative ``project`` under its own runs/ folder.
+        return corpus.root.resolve() / "models" / f"iteration={iteration}"
     from engine.offline import CACHE_DIR
 
     # Keyed by the corpus's URI and its iteration 0's plan: a new corpus at an old URI

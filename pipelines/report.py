@@ -407,9 +407,15 @@ def jpeg_data_uri(image) -> str:
 
 def write_report(corpus_path: str | Path, out: str | Path, samples: int = 6) -> Path:
     """Write the report of ``corpus_path`` to ``out`` (one HTML file); returns its path."""
+    import matplotlib
+
     from engine.corpus import atomic_write_bytes
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, Report(corpus_path, samples).html().encode("utf-8"))
+    # Labels are the corpus's data: a "$" in one must not be read as mathtext (a label like
+    # "$\\frac{a}{$" made the report crash).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        html = Report(corpus_path, samples).html()
+    atomic_write_bytes(out, html.encode("utf-8"))
     return out

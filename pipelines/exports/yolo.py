@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -54,15 +55,19 @@ def in_val(image_id: str, val_fraction: float) -> bool:
 class ImageMaterialiser:
     """Puts an image under ``images/`` as a file ultralytics can open."""
 
-    def __init__(self, folder: Path, copy_images: bool):
+    def __init__(self, folder: Path, copy_images: bool, check_uri=None):
+        """``check_uri(uri)`` raises ``PermissionError`` for a URI the corpus's input never
+        held (``Corpus.check_input_uri``): such an image is neither copied nor linked."""
         self.folder = folder
         self.copy_images = copy_images
+        self.check_uri = check_uri or (lambda uri: None)
         self.reader = ByteReader()
 
     def place(self, image: dict) -> Path | None:
         """The image's file under ``images/``; None when it is there already (the same
         image in two shards of the corpus: exported once)."""
         uri = image["uri"]
+        self.check_uri(uri)
         container, _, member = uri.rpartition(TAR_SEP)
         name = f"{Path(container).stem}_{member}" if container.endswith(".parquet") else member
         stem = f"{safe_stem(name)}-{image['image_id'][:12]}"
@@ -122,14 +127,21 @@ def export_yolo(
     images_dir, labels_dir = out / "images", out / "labels"
     images_dir.mkdir()
     labels_dir.mkdir()
-    materialiser = ImageMaterialiser(images_dir, copy_images)
+    materialiser = ImageMaterialiser(
+        images_dir, copy_images, lambda uri: reader.corpus.check_input_uri(uri, reader.iteration)
+    )
     split_files = {split: (out / f"{split}.txt").open("w") for split in ("train", "val")}
     counts: Counter = Counter()
     per_class: Counter = Counter()
     try:
         for item in reader.images():
             image = item.image
-            path = materialiser.place(image)
+            try:
+                path = materialiser.place(image)
+            except PermissionError as exc:
+                print(f"export: skipped {exc}", file=sys.stderr)
+                counts["outside_input"] += 1
+                continue
             if path is None:
                 counts["duplicates"] += 1
                 continue

@@ -65,3 +65,47 @@ def test_a_rejected_row_names_its_row_and_value(listing):
     (ftp,) = [u for u in uris if "ftp" in u]
     with pytest.raises(RejectedInput, match=r"row 2 of .*urls.csv: ftp://example.org/c.jpg: a URL list reads http\(s\) URLs only"):  # fmt: skip
         ByteReader().read(ftp)
+
+
+def test_tar_links_are_listed_and_refused_when_read(tmp_path):
+    """Links in a tar vanished from the corpus without a word; now each is an errors row."""
+    import io
+    import tarfile
+
+    tar_path = tmp_path / "pack.tar"
+    with tarfile.open(tar_path, "w") as archive:
+        data = b"jpeg bytes"
+        info = tarfile.TarInfo("a.jpg")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+        for name, kind in (("b.jpg", tarfile.SYMTYPE), ("c.jpg", tarfile.LNKTYPE)):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = kind, "/etc/passwd" if kind == tarfile.SYMTYPE else "a.jpg"
+            archive.addfile(link)
+    uris = list_inputs(str(tar_path))
+    assert [uri.rsplit("::", 1)[1] for uri in uris] == ["a.jpg", "b.jpg", "c.jpg"]
+    reader = ByteReader()
+    assert reader.read(uris[0]) == b"jpeg bytes"
+    with pytest.raises(KeyError, match="symbolic link to /etc/passwd"):
+        reader.read(uris[1])
+    with pytest.raises(KeyError, match="hard link to a.jpg"):
+        reader.read(uris[2])
+
+
+def test_a_damaged_plan_is_a_sentence(tmp_path):
+    from engine.corpus import Corpus, CorpusError, IterationWriter
+
+    writer = IterationWriter(Corpus(tmp_path / "corpus"), 0)
+    writer.path.mkdir(parents=True)
+    (writer.path / "_plan.json").write_text('{"n_shards": ')
+    with pytest.raises(CorpusError, match="_plan.json is damaged"):
+        writer.recorded_plan()
+
+
+def test_the_student_trains_in_an_absolute_folder(tmp_path, monkeypatch):
+    """ultralytics puts a relative ``project`` under its own runs/ folder of the cwd."""
+    from engine.corpus import Corpus
+    from pipelines.refine import models_folder
+
+    monkeypatch.chdir(tmp_path)
+    assert models_folder(Corpus("relative/corpus"), 1).is_absolute()
