@@ -399,8 +399,13 @@ def duckdb_filesystem(filesystem: pafs.FileSystem, cache_bytes: int = WHOLE_FILE
 
 
 def sql_path(path: Path | StorePath) -> str:
-    """The name DuckDB reads ``path`` by (see ``duckdb_filesystem``)."""
-    return path.duckdb_uri if isinstance(path, StorePath) else str(path)
+    """The name DuckDB reads ``path`` by (see ``duckdb_filesystem``). DuckDB takes any name
+    holding ``*``, ``?`` or ``[`` as a glob: a corpus at ``c[1]`` read the files of ``c1``.
+    Each such character of a local path is written as a one-character class, which matches
+    only itself (``[[]``, ``[*]``, ``[?]``)."""
+    if isinstance(path, StorePath):
+        return path.duckdb_uri
+    return re.sub(r"([\[*?])", r"[\1]", str(path))
 
 
 def duckdb_connection(root: Path | StorePath):

@@ -78,3 +78,16 @@ def test_a_label_is_not_mathtext(tmp_path):
     pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", labels), path)
     report = write_report(corpus, tmp_path / "report.html").read_text()
     assert "frac{a}" in report
+
+
+def test_glob_characters_in_a_corpus_path_are_literal(tmp_path):
+    """DuckDB took ``c[1]/...`` as a glob and read the corpus at ``c1`` instead."""
+    from engine.query import connect
+    from engine.schemas import TABLES
+
+    own = write_synthetic_corpus(tmp_path / "c[1]", tmp_path / "inputs-a")
+    other = write_synthetic_corpus(tmp_path / "c1", tmp_path / "inputs-b")
+    for shard in (other / "iteration=0" / "regions").glob("*.parquet"):
+        pq.write_table(TABLES["regions"].empty_table(), shard)
+    assert connect(other).execute("SELECT count(*) FROM regions").fetchone()[0] == 0
+    assert connect(own).execute("SELECT count(*) FROM regions").fetchone()[0] > 0
