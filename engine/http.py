@@ -10,7 +10,8 @@ raises :class:`DownloadError`. The :class:`DownloadPolicy` bounds the work per U
 - a body larger than ``max_bytes`` is refused, by its ``Content-Length`` before any of it is
   read, else as soon as that many bytes have arrived: it is read in chunks, never held whole;
 - retryable failures are tried again, up to ``retries`` more times, sleeping
-  ``backoff_s * 2**k`` before retry ``k`` (k = 0, 1, ...). Retryable: network errors
+  ``backoff_s * 2**k`` before retry ``k`` (k = 0, 1, ...), or as long as a 429/503 answer's
+  ``Retry-After`` asks, up to ``max_retry_after_s``. Retryable: network errors
   (refused or reset connections, DNS failures, a body that breaks off), timeouts, and the
   statuses of :data:`RETRYABLE_STATUSES` (408, 425, 429, 500, 502, 503, 504). Every other
   failure is final at once: other 4xx/5xx statuses (404, 403, ...), a body over
@@ -91,11 +92,16 @@ class DownloadPolicy:
     ``max_bytes``: the largest body accepted; a larger one is refused with a
     :class:`DownloadError`, read in chunks so that a huge body is never held whole.
 
+    ``max_retry_after_s``: the longest wait a retryable answer's ``Retry-After`` header
+    (429, 503) is honoured for before the next attempt (the wait is the larger of it and the
+    backoff).
+
     ``user_agent``: the ``User-Agent`` header sent with every request."""
 
     timeout_s: float = 10.0
     retries: int = 2
     backoff_s: float = 0.5
+    max_retry_after_s: float = 30.0
     max_bytes: int = 64 * 2**20
     user_agent: str = "fld-engine (+https://github.com/fld-engine)"
 
@@ -111,13 +117,33 @@ class DownloadPolicy:
 
 
 class _Failure(Exception):
-    """One failed attempt (internal): the error it would end as, and whether to retry."""
+    """One failed attempt (internal): the error it would end as, whether to retry, and the
+    seconds the server asked to wait first (``Retry-After``), if it did."""
 
-    def __init__(self, message: str, status: int | None, retryable: bool) -> None:
+    def __init__(
+        self, message: str, status: int | None, retryable: bool, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header's wait in seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+    from time import time
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+    except (TypeError, ValueError):
+        return None
 
 
 class Downloader:
@@ -143,7 +169,10 @@ class Downloader:
                     raise DownloadError(
                         failure.message + suffix, failure.status, url, attempts
                     ) from None
-                sleep(policy.backoff_s * 2 ** (attempts - 1))
+                backoff = policy.backoff_s * 2 ** (attempts - 1)
+                # A server that says when to come back (429/503 Retry-After) is believed, up
+                # to max_retry_after_s: retrying sooner only meets the same refusal.
+                sleep(max(backoff, min(failure.retry_after or 0.0, policy.max_retry_after_s)))
 
     def close(self) -> None:
         """Close the session (its pooled connections); a later ``fetch`` opens a new one."""
@@ -182,7 +211,9 @@ class Downloader:
             ) as response:
                 status = response.status_code
                 if not 200 <= status < 300:
-                    raise _Failure(f"HTTP {status} for {url}", status, status in RETRYABLE_STATUSES)
+                    wait = retry_after_seconds(response.headers.get("Retry-After"))
+                    retryable = status in RETRYABLE_STATUSES
+                    raise _Failure(f"HTTP {status} for {url}", status, retryable, wait)
                 too_large = _Failure(
                     f"body over max_bytes ({policy.max_bytes} bytes): {url}", status, False
                 )

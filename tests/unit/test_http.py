@@ -8,6 +8,7 @@ import pickle
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -263,3 +264,59 @@ def test_body_that_takes_too_long_is_a_timeout(dribbling_server, path):
     assert caught.value.status is None
     assert str(caught.value) == f"timed out after 0.4 s: {dribbling_server + path}"
     assert 0.3 < elapsed < 1.2
+
+
+class _StormHandler(BaseHTTPRequestHandler):
+    """429 with ``Retry-After`` until the server's ``until`` (monotonic), then the body."""
+
+    def do_GET(self) -> None:
+        if time.monotonic() < self.server.until:
+            self.send_response(429)
+            self.send_header("Retry-After", self.server.retry_after)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def storm(seconds: float, retry_after: str):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StormHandler)
+    server.until, server.retry_after = time.monotonic() + seconds, retry_after
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/x.jpg"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_retry_after_is_honoured():
+    """A 429 storm with quick retries used to end as a permanent error."""
+    with storm(0.8, "1") as url:
+        assert Downloader(DownloadPolicy(retries=2, backoff_s=0.01)).fetch(url) == b"ok"
+
+
+def test_retry_after_is_bounded():
+    with storm(60, "3600") as url:
+        began = time.monotonic()
+        policy = DownloadPolicy(retries=2, backoff_s=0.01, max_retry_after_s=0.2)
+        with pytest.raises(DownloadError, match="HTTP 429"):
+            Downloader(policy).fetch(url)
+        assert time.monotonic() - began < 5
+
+
+def test_retry_after_as_an_http_date():
+    from email.utils import formatdate
+
+    from engine.http import retry_after_seconds
+
+    assert 8 < retry_after_seconds(formatdate(time.time() + 10, usegmt=True)) <= 10
+    assert retry_after_seconds("7") == 7.0 and retry_after_seconds("soon") is None
