@@ -407,7 +407,8 @@ class ByteReader:
             if self._downloader is None:
                 self._downloader = Downloader(self.download)
             return self._downloader.fetch(uri)
-        if TAR_SEP not in uri:
+        # A local file whose own name holds "::" is that file, not a member of a container.
+        if TAR_SEP not in uri or (not is_remote(uri) and os.path.isfile(uri)):
             return location(uri, "input").read_bytes()
         container, inner = uri.split(TAR_SEP, 1)
         if container.lower().endswith((".parquet", *LIST_SUFFIXES)):

@@ -109,3 +109,11 @@ def test_the_student_trains_in_an_absolute_folder(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     assert models_folder(Corpus("relative/corpus"), 1).is_absolute()
+
+
+def test_a_file_name_with_the_member_separator_reads_as_that_file(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "scan::2024.jpg").write_bytes(b"the file itself")
+    (uri,) = list_inputs(str(folder))
+    assert ByteReader().read(uri) == b"the file itself"
