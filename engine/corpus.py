@@ -664,3 +664,53 @@ class CorpusLock:
             return
         if holder.get("pid") == self.holder["pid"] and holder.get("host") == self.holder["host"]:
             self.path.unlink(missing_ok=True)
+
+
+# Errors worth another try: a download refused for now (408, 425, 429, 5xx), timed out or
+# cut off. 404s, bodies over the size limit, undecodable images and poison images are not.
+TRANSIENT_ERROR = r"HTTP (408|425|429|5\d\d)|timed out|ConnectionError|ChunkedEncodingError"
+
+
+def reopen_for_retry(corpus: Corpus, iteration: int) -> list[str]:
+    """Make the shards of ``iteration`` that hold transient ``download_failed`` rows
+    undone (their markers removed; a committed iteration uncommitted first), so that a run
+    redoes them and commits again; returns their names. Refused for a compacted iteration
+    (its shard files are gone) and for one a later iteration was built on."""
+    import duckdb
+
+    from engine.storage import sql_path
+
+    writer = IterationWriter(corpus, iteration)
+    if corpus.compaction(iteration) is not None:
+        raise CorpusError(
+            f"iteration {iteration} is compacted: its shards cannot be redone one by one"
+        )
+    later = [k for k in corpus.iterations(committed_only=False) if k > iteration]
+    if later:
+        raise CorpusError(
+            f"iteration {later[0]} was built on iteration {iteration}: retrying its errors "
+            "would change what the later iteration was made from"
+        )
+    files = [
+        writer.path / "errors" / f"shard={path.stem}.parquet"
+        for path in sorted(writer.markers_dir.glob("*.json"))
+    ] if writer.markers_dir.is_dir() else []  # fmt: skip
+    files = [f for f in files if f.exists()]
+    if not files:
+        return []
+    listing = ", ".join("'" + sql_path(f).replace("'", "''") + "'" for f in files)
+    rows = (
+        duckdb.connect()
+        .execute(
+            f"SELECT DISTINCT filename FROM read_parquet([{listing}], filename = true) "
+            "WHERE error_type = 'download_failed' AND regexp_matches(message, ?)",
+            [TRANSIENT_ERROR],
+        )
+        .fetchall()
+    )
+    shards = sorted(SHARD_FILE_RE.match(Path(name).name).group(1) for (name,) in rows)
+    if shards and corpus.is_committed(iteration):
+        (writer.path / COMMITTED).unlink()  # first: a crash now leaves a resumable run
+    for shard in shards:
+        (writer.markers_dir / f"{shard}.json").unlink(missing_ok=True)
+    return shards

@@ -115,6 +115,15 @@ def command_run(args: argparse.Namespace) -> int:
     from pipelines.annotate import annotate_corpus
 
     with writer_lock(args.out, "run"):
+        if args.retry_errors:
+            from engine.corpus import Corpus, reopen_for_retry
+
+            corpus = Corpus(args.out)
+            shards = reopen_for_retry(corpus, config.run.iteration)
+            print(
+                f"retrying transient download errors: {len(shards)} shard(s) to redo",
+                file=sys.stderr,
+            )
         summary = annotate_corpus(config, args.input, args.out, show_progress=not args.quiet)
     if summary.nothing_to_do:
         if summary.compaction is not None:
@@ -443,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="images per annotator call (run.batch_size)")
     run.add_argument("--executor", choices=["ray", "local"], help="run.executor")
     run.add_argument("--iteration", type=int, help="run.iteration")
+    run.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="redo the shards whose images failed to download for a transient reason "
+        "(429, 5xx, time-outs), even in a committed iteration, and commit again",
+    )
     run.add_argument(
         "--allow-paths-outside",
         action="store_const",
