@@ -239,40 +239,12 @@ def command_sql(args: argparse.Namespace) -> int:
 
 
 def command_show(args: argparse.Namespace) -> int:
-    from engine.corpus import Corpus
-    from engine.draw import draw_phrases, draw_regions
-    from engine.query import connect
+    from pipelines.api import Corpus
 
-    corpus = Corpus(args.corpus)
-    iteration = corpus.select_iteration(args.iteration)
-    connection = connect(args.corpus, [iteration])
-    found = connection.execute(
-        "SELECT image_id, uri FROM images WHERE image_id LIKE ? || '%' OR uri = ? OR uri LIKE '%/' || ? "
-        "ORDER BY uri LIMIT 2",
-        [args.image, args.image, args.image],
-    ).fetchall()
-    if not found:
-        raise UsageError(
-            f"no image matching {args.image!r} in iteration {iteration} of {args.corpus}"
-        )
-    if len(found) > 1:
-        raise UsageError(
-            f"{args.image!r} matches several images ({found[0][1]}, {found[1][1]}, ...)"
-        )
-    image_id, uri = found[0]
-    condition = "" if args.all else "AND kept"
-    table = "phrases" if args.phrases else "regions"
-    order = "phrase_id, score" if args.phrases else "kind, score"
-    cursor = connection.execute(
-        f"SELECT * FROM {table} WHERE image_id = ? {condition} ORDER BY {order}", [image_id]
-    )
-    columns = [d[0] for d in cursor.description]
-    rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    pixels = corpus.load_image(uri, iteration)
-    title = f"{Path(uri.split('::')[-1]).name}  iteration {iteration}"
-    drawn = draw_phrases(pixels, rows, title) if args.phrases else draw_regions(pixels, rows, title)
+    drawn = Corpus(args.corpus).show(args.image, args.iteration, args.phrases, args.all)
     drawn.save(args.out)
-    print(f"wrote {args.out}: {len(rows)} {table} rows on {uri}")
+    table = "phrases" if args.phrases else "regions"
+    print(f"wrote {args.out}: {drawn.info['rows']} {table} rows on {drawn.info['uri']}")
     return 0
 
 
