@@ -609,6 +609,12 @@ class CorpusLock:
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
+    @classmethod
+    def at(cls, out: str | Path | StorePath, command: str) -> CorpusLock:
+        """The lock of the corpus at ``out`` (a folder, made absolute, or a store URI)."""
+        place = location(out, "--out")
+        return cls(place if isinstance(place, StorePath) else place.resolve(), command)
+
     def __enter__(self) -> CorpusLock:
         self.acquire()
         return self

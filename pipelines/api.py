@@ -189,7 +189,7 @@ class Corpus:
         from pipelines.refine import refine_corpus
 
         chosen = resolved_config(self, config, overrides)
-        with CorpusLock(self._store.root, "refine"):
+        with CorpusLock.at(self._store.root, "refine"):
             return refine_corpus(self.path, iterations, chosen, show_progress=progress)
 
     def to_hf_dataset(self, iteration: int | None = None, split: str = "train"):
@@ -306,7 +306,6 @@ def run(
     >>> corpus = fld.run("demo/images", "out/corpus", overrides=["run.executor=local"])  # doctest: +SKIP
     """
     from engine.corpus import CorpusLock
-    from engine.storage import StorePath, location
     from pipelines.annotate import annotate_corpus
     from pipelines.config import build_steps, load_config
     from pipelines.doctor import preflight_problems
@@ -317,8 +316,6 @@ def run(
         from pipelines.config import ConfigError
 
         raise ConfigError("a step cannot load its model: " + "; ".join(problems))
-    place = location(str(out), "out")
-    root = place if isinstance(place, StorePath) else place.resolve()
-    with CorpusLock(root, "run"):
+    with CorpusLock.at(str(out), "run"):
         annotate_corpus(chosen, str(inputs), str(out), show_progress=progress)
     return Corpus(out)

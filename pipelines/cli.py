@@ -63,15 +63,6 @@ def check_writable(out: str) -> None:
         raise UsageError(f"--out: {probe_dir} is not writable ({exc.strerror})") from None
 
 
-def writer_lock(out: str, command: str):
-    """``CorpusLock`` on the corpus at ``out`` (a folder or a store URI): one writer at a time."""
-    from engine.corpus import CorpusLock
-    from engine.storage import StorePath, location
-
-    place = location(out, "--out")
-    return CorpusLock(place if isinstance(place, StorePath) else place.resolve(), command)
-
-
 def check_models_load(config) -> None:
     """Stop before Ray starts when a step cannot load its model here, with the sentences
     ``fld doctor`` prints (a worker's traceback was the only message before)."""
@@ -100,6 +91,7 @@ def command_doctor(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from engine.corpus import CorpusLock
     from pipelines.config import load_config
 
     overrides = overrides_of(args)
@@ -114,7 +106,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     from pipelines.annotate import annotate_corpus
 
-    with writer_lock(args.out, "run"):
+    with CorpusLock.at(args.out, "run"):
         if args.retry_errors:
             from engine.corpus import Corpus, reopen_for_retry
 
@@ -343,7 +335,7 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def command_refine(args: argparse.Namespace) -> int:
-    from engine.corpus import Corpus
+    from engine.corpus import Corpus, CorpusLock
 
     if args.iterations < 1:
         raise UsageError(f"--iterations: {args.iterations} must be at least 1")
@@ -356,7 +348,7 @@ def command_refine(args: argparse.Namespace) -> int:
     check_writable(args.corpus)
     from pipelines.refine import refine_corpus
 
-    with writer_lock(args.corpus, "refine"):
+    with CorpusLock.at(args.corpus, "refine"):
         summaries = refine_corpus(
             args.corpus, args.iterations, config, show_progress=not args.quiet
         )
