@@ -173,3 +173,21 @@ def test_memory_stays_flat_on_five_million_rows(corpus):
     small = peak_rss_mib(corpus, "SELECT 1 AS i, 'x' AS s")
     large = peak_rss_mib(corpus, "SELECT range AS i, 'label ' || range AS s FROM range(5000000)")
     assert large - small < 300, (small, large)
+
+
+def test_stats_and_sql_import_neither_torch_nor_ray(corpus):
+    """The commands people run most stay light (issue 27): no torch, no Ray, no model
+    library is imported by ``fld stats`` or ``fld sql``."""
+    script = (
+        "import sys\n"
+        "from pipelines.cli import main\n"
+        "assert main(['stats', sys.argv[1]]) == 0\n"
+        "assert main(['sql', sys.argv[1], 'SELECT count(*) FROM regions']) == 0\n"
+        "heavy = {'torch', 'ray', 'spacy', 'transformers', 'ultralytics', 'cv2'}\n"
+        "print(sorted(heavy & set(sys.modules)), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(corpus)], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )  # fmt: skip
+    assert result.stderr.strip().splitlines()[-1] == "[]"
