@@ -25,8 +25,12 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml Makefile
 
 # Regenerate the lock from pyproject.toml's ranges and lock/ (docs/development.md: bumping a
 # dependency), then install it. Commit requirements*.lock and lock/inputs.sha256 with the change.
+# Versions already locked stay while the ranges allow them; `make lock UPGRADE="a b"` moves
+# packages a and b to the newest the ranges allow, `make lock UPGRADE=all` every package.
+UPGRADE ?=
+UPGRADE_FLAGS := $(if $(filter all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p)))
 UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
-	--python-platform x86_64-manylinux_2_28 -c lock/constraints.txt
+	--python-platform x86_64-manylinux_2_28 -c lock/constraints.txt $(UPGRADE_FLAGS)
 lock: install
 	$(UV_COMPILE) pyproject.toml lock/tools.in --extra dev -o requirements.lock
 	$(UV_COMPILE) --no-deps lock/nodeps.in -o requirements-nodeps.lock
@@ -44,7 +48,8 @@ test-latest:
 	$(LATEST)/bin/pip install --quiet --no-deps -r lock/nodeps.in
 	$(LATEST)/bin/pip list --format freeze > $(LATEST)/versions.txt
 	PATH=$(LATEST)/bin:$$PATH $(LATEST)/bin/pytest -q tests/unit tests/integration \
-		--deselect tests/unit/test_lockfile.py::test_installed_versions_equal_the_lock
+		--deselect tests/unit/test_lockfile.py::test_installed_versions_equal_the_lock \
+		--deselect tests/unit/test_lockfile.py::test_doctor_passes_on_this_install
 
 demo: install
 	rm -rf demo/corpus
