@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.14.1
 TORCHVISION_VERSION := 0.29.1
 
-.PHONY: install lock test-latest doctor demo test check reliability bench bench-refine bench-refine-f2 lint format clean
+.PHONY: install lock test-latest doctor demo test check reliability bench bench-refine bench-ssd-student bench-refine-f2 lint format clean
 
 install: $(STAMP)
 
@@ -81,6 +81,9 @@ bench: install
 
 bench-refine: install  # most of an hour on 2 CPU cores (two student trainings)
 	$(BIN)/python bench/refine_gain.py --scenes 150 --epochs 15
+
+bench-ssd-student: install  # the SSD student's gain and forgetting (docs/refinement.md); most of an hour
+	$(BIN)/python bench/ssd_student_gain.py --scenes 160 --unseen 100 --iterations 2
 
 bench-refine-f2: install  # the Florence-2 student: a tiny one, from scratch, on the CPU
 	$(BIN)/python bench/refine_gain_f2.py --scenes 48 --epochs 20

@@ -8,6 +8,10 @@ parity test, ``tests/integration/test_ssd_torch.py``); the one known difference 
 anchors of aspect ratio 1/3, which the graph makes with 0.3333 and OpenCV's config with
 0.333 (boxes from those anchors differ by about a tenth of a pixel).
 
+A fine-tuned copy (the refinement loop's SSD student, ``pipelines.ssd_student``) runs
+through the same class: ``weights`` names its state dict (safetensors), ``sha256`` the
+digest it must have, ``source_name`` the name its rows carry (``student_ssd_i1@2``).
+
 Output: ``object`` regions, ``label`` a COCO category name (``engine.labels.COCO_LABELS``),
 ``score`` the detector's class confidence (a sigmoid, 0-1), box ``x0, y0, x1, y1`` in
 pixels of the input image (the network's normalised box times the image's width and
@@ -29,6 +33,7 @@ from annotators.base import STRICT, Annotator
 from engine.labels import COCO_LABELS
 from engine.records import Region
 from engine.steps import WorkerContext, resolve_device
+from engine.storage import is_remote, location
 
 GRAPH_FILE = "frozen_inference_graph.pb"
 GRAPH_CONFIG = "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"
@@ -60,6 +65,15 @@ class SSDCocoDetector(Annotator):
             torch sees it), ``cpu``, ``cuda`` or ``cuda:N``.
         half: float16 inference on CUDA (ignored on the CPU, which runs float32). Boxes and
             scores are decoded in float32 either way.
+        weights: a state dict of the same network (a ``.safetensors`` file: loading it runs
+            no code; a local path or a store URI such as
+            ``s3://bucket/corpus/models/iteration=1/student.safetensors``) used instead of
+            the graph's weights; None: the graph's.
+        sha256: if set, the ``weights`` file's SHA-256 must be this; otherwise ``setup``
+            refuses it with a sentence naming the file (the refinement loop sets it to the
+            digest recorded when its student was trained).
+        source_name: overrides ``name`` in ``source`` (the refinement loop names its SSD
+            students ``student_ssd_i<k>``).
     """
 
     name: ClassVar[str] = "ssd_coco"
@@ -71,6 +85,24 @@ class SSDCocoDetector(Annotator):
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     device: str = "auto"
     half: bool = False
+    weights: str | None = None
+    sha256: str | None = None
+    source_name: str | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, weights: str | None) -> str | None:
+        if weights is None:
+            return None
+        if not weights.endswith(".safetensors"):
+            raise ValueError(f"weights must be a .safetensors state dict, not {weights}")
+        if is_remote(weights):
+            if location(weights, "weights").is_file():
+                return weights
+            raise ValueError(f"weights file not found: {weights}")
+        if not Path(weights).is_file():
+            raise ValueError(f"weights file not found: {weights}")
+        return str(Path(weights).resolve())
 
     @field_validator("model_dir")
     @classmethod
@@ -100,12 +132,35 @@ class SSDCocoDetector(Annotator):
         self._device = torch.device(resolve_device(self.device, worker))
         self._dtype = torch.float16 if self.half and self._device.type == "cuda" else torch.float32
         network = SSDMobileNetV2()
-        network.load_state_dict(cached_state_dict(self.model_files()[0]))
+        network.load_state_dict(self.state_dict(cached_state_dict))
         # Channels-last: the NHWC pixels need no reorder, and oneDNN's depthwise and 3x3
         # convolutions run about 15 % faster on the CPU in that layout.
         self._network = network.eval().to(self._device, self._dtype, memory_format=torch.channels_last)  # fmt: skip
         self._settings = DetectionSettings()
         self._anchors: dict = {}  # feature-map sizes -> anchors on the device
+
+    def state_dict(self, graph_state) -> dict:
+        """The weights to run: the ``weights`` file's, once its SHA-256 is checked, else
+        ``graph_state(graph path)`` (the graph's, converted and cached)."""
+        if self.weights is None:
+            return graph_state(self.model_files()[0])
+        import hashlib
+
+        from safetensors.torch import load
+
+        # Read once, then checked and parsed from the same bytes: the file cannot change
+        # between the check and the load.
+        if is_remote(self.weights):
+            data = location(self.weights, "weights").read_bytes()
+        else:
+            data = Path(self.weights).read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if self.sha256 is not None and actual != self.sha256:
+            raise ValueError(
+                f"{self.weights}: its SHA-256 is {actual}, not the {self.sha256} recorded "
+                "when it was trained; refusing to load it"
+            )
+        return load(data)
 
     def models(self) -> list:
         return [self._network]

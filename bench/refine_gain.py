@@ -93,6 +93,7 @@ def run(
         common
         + [
             "annotators=[{name: ssd_coco}, {name: rapidocr}]",
+            "refine.student.kind=yolo",  # the YOLO student's bench; the SSD's: ssd_student_gain.py
             f"refine.student.epochs={epochs}",
             "refine.student.image_size=320",
         ],

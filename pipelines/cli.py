@@ -290,17 +290,23 @@ RUN_FLAGS = (
     ("executor", "run.executor"),
     ("iteration", "run.iteration"),
     ("allow_paths_outside", "input.allow_paths_outside"),
-    ("epochs", "refine.student.epochs"),
+    # Every student kind's epochs: the config's refine.student.kind decides which is used.
+    (
+        "epochs",
+        ("refine.student.epochs", "refine.student.ssd.epochs", "refine.student.florence2.epochs"),
+    ),
 )
 
 
 def overrides_of(args: argparse.Namespace) -> list[str]:
     """``--set`` overrides plus those of the dedicated flags a command has."""
     overrides = list(args.set or [])
-    for flag, key in RUN_FLAGS:
+    for flag, keys in RUN_FLAGS:
         value = getattr(args, flag, None)
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.extend(
+                f"{key}={value}" for key in ([keys] if isinstance(keys, str) else keys)
+            )
     return overrides
 
 
@@ -553,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--address", help="join this Ray cluster (run.address)")
     refine.add_argument("--executor", choices=["ray", "local"], help="run.executor")
     refine.add_argument(
-        "--epochs", type=int, help="student training epochs (refine.student.epochs)"
+        "--epochs",
+        type=int,
+        help="student training epochs, whatever its kind (refine.student[.ssd|.florence2].epochs)",
     )
     refine.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override any config key"

@@ -264,16 +264,91 @@ class Florence2StudentConfig(Strict):
         return weights
 
 
+def installed_ssd_dir() -> str:
+    from annotators.ssd_coco import default_model_dir
+
+    return default_model_dir()
+
+
+class SsdStudentConfig(Strict):
+    """The SSD student (``refine.student.kind: ssd``): a copy of the ``ssd_coco``
+    specialist fine-tuned on the previous iteration's kept object regions
+    (``pipelines/ssd_student.py``; the recipe and why: ``docs/refinement.md``).
+
+    - ``model_dir``: the teacher, a folder holding the SSD graph (``ssd_coco``'s
+      ``model_dir``; default: the installed package's).
+    - Labels: kept object regions of at least ``min_label_score`` with a COCO label are
+      learned; other object regions of at least ``ignore_score`` are ignored (their anchors
+      are neither positive nor negative); ``ignore_score`` above ``min_label_score``: none.
+    - Optimisation: ``epochs``, ``batch`` (images per step), ``learning_rate`` (SGD,
+      momentum 0.9), ``warmup_steps`` (linear warm-up, then cosine to 0), ``weight_decay``,
+      ``frozen_blocks`` (the stem and the first N of MobileNetV2's 17 blocks are not
+      trained; batch norm never is), ``heads_only`` (only the box predictors are trained),
+      ``negatives_per_positive`` (hard-negative mining).
+    - Against forgetting COCO: ``mask_unlabelled_classes`` (the classification loss covers
+      the background and the labelled classes only), ``l2sp_weight`` (L2 pull toward the
+      teacher's weights), ``distill_weight`` (the unlabelled classes' probabilities pulled
+      toward the teacher's on the same batch; costs a teacher forward pass per step).
+    - Augmentation (``pipelines/ssd_augment.py``): ``colour_jitter``,
+      ``zoom_out_probability`` and ``zoom_out_max``, ``crop_probability``,
+      ``flip_probability``; ``input_size`` the network's input side, as ``ssd_coco``'s.
+    - ``seed``; ``threads`` (torch CPU threads; 0: torch's default); ``checkpoint_every``
+      optimizer steps (a killed training resumes from the last checkpoint).
+    - Annotating: ``min_score`` (the student's detections under it are not emitted),
+      ``batch_size``, ``device`` (``auto``: the worker's GPU if it has one, else the CPU).
+      Training runs in the ``fld refine`` process, on the CPU.
+    """
+
+    model_dir: str = Field(default_factory=installed_ssd_dir)
+    min_label_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    ignore_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 12
+    batch: Annotated[int, Field(ge=1, le=1024)] = 8
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+    warmup_steps: Annotated[int, Field(ge=0)] = 10
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 4e-5
+    frozen_blocks: Annotated[int, Field(ge=0, le=17)] = 13
+    heads_only: bool = False
+    negatives_per_positive: Annotated[float, Field(gt=0.0, le=100.0)] = 3.0
+    mask_unlabelled_classes: bool = True
+    l2sp_weight: Annotated[float, Field(ge=0.0)] = 0.0
+    distill_weight: Annotated[float, Field(ge=0.0)] = 0.0
+    colour_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    zoom_out_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    zoom_out_max: Annotated[float, Field(ge=1.0, le=10.0)] = 3.0
+    crop_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    flip_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    input_size: Annotated[int, Field(ge=32, le=2048)] = 300
+    seed: int = 0
+    threads: Annotated[int, Field(ge=0, le=256)] = 0
+    checkpoint_every: Annotated[int, Field(ge=1)] = 50
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    device: str = "auto"
+
+    @field_validator("model_dir")
+    @classmethod
+    def _teacher_exists(cls, model_dir: str) -> str:
+        from annotators.ssd_coco import SSDCocoDetector
+
+        return SSDCocoDetector._model_files_exist(model_dir)
+
+
 class StudentConfig(Strict):
-    """The refinement loop's student. ``kind: yolo`` (default): an ultralytics YOLO trained
+    """The refinement loop's student. ``kind: ssd`` (default): the ``ssd_coco`` specialist
+    fine-tuned on the previous iteration's kept object regions (``SsdStudentConfig``, under
+    ``ssd``; the default since it raised mAP50 on the refined corpus without forgetting COCO
+    elsewhere: ``docs/refinement.md``). ``kind: yolo``: an ultralytics YOLO trained
     on the kept object regions of the previous iteration; ``model``: the built-in
     pretrained student (``annotators.student_models.MOBILENET_STUDENT``: ImageNet
     MobileNetV2 backbone), a model YAML (trained from scratch), or a ``.pt`` to fine-tune.
     ``kind: florence2``: the multitask student of ``florence2`` (``Florence2StudentConfig``),
-    trained on every task of the previous iteration's Florence-2 export."""
+    trained on every task of the previous iteration's Florence-2 export. The keys after
+    ``ssd`` and ``florence2`` (``model``, ``epochs``, ...) are the YOLO student's."""
 
-    kind: Literal["yolo", "florence2"] = "yolo"
+    kind: Literal["ssd", "yolo", "florence2"] = "ssd"
     florence2: Florence2StudentConfig = Florence2StudentConfig()
+    ssd: SsdStudentConfig = SsdStudentConfig()
     model: str = MOBILENET_STUDENT
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 30
     image_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 320

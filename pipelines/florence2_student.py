@@ -45,6 +45,7 @@ from pathlib import Path
 
 from engine.corpus import Corpus, CorpusError, atomic_write_json
 from engine.records import file_sha256
+from pipelines.student_errors import NoTrainingLabels
 
 EXPORT = "export/florence2.jsonl"
 SUMMARY = "train.json"
@@ -166,7 +167,7 @@ def ensure_export(corpus: Corpus, iteration: int, out: Path) -> Path:
     if not done.exists():
         export_corpus(corpus.root, "florence2", out / "export", iteration=iteration, overwrite=True)
     if not export.exists() or export.stat().st_size == 0:
-        raise CorpusError(f"iteration {iteration} has no kept labels to train a student on")
+        raise NoTrainingLabels(f"iteration {iteration} has no kept labels to train a student on")
     return export
 
 

@@ -28,6 +28,18 @@ captions' phrases, with ``<CAPTION_TO_PHRASE_GROUNDING>``; other phrases are gro
 the configured grounder as before) and ``florence2_segmenter`` (``<REGION_TO_SEGMENTATION>``
 polygons of its own rows, drawn after the configured segmenter's).
 
+With ``refine.student.kind: ssd`` the student is a copy of the ``ssd_coco`` specialist
+fine-tuned on iteration k-1's kept object regions (``pipelines.ssd_student``, under
+``models/iteration=k``: ``student.safetensors`` and its summary ``student.json``; a killed
+training resumes from its last checkpoint), and in iteration k it annotates every image
+as ``ssd_coco`` with those weights (their SHA-256 checked before they load), under the
+source ``student_ssd_i<k>@2``; its boxes are fused with the specialists' like the YOLO
+student's.
+
+When iteration k-1 kept nothing a student could learn from (no kept object region; for
+Florence-2, no exported line), iteration k is annotated and committed with the
+specialists alone, and its ``run.json`` says why under ``student_skipped``.
+
 3. **Commit**: iteration k gets its own ``run.json`` (with the student's training
    summary) and ``_COMMITTED``, and is compacted if it is large (``annotate_corpus``,
    ``run.compact_rows``); earlier iterations are never touched. An interrupted iteration
@@ -52,6 +64,7 @@ from engine.records import file_sha256
 from engine.storage import StorePath
 from pipelines.annotate import RunSummary, annotate_corpus
 from pipelines.config import AnnotatorSpec, EngineConfig
+from pipelines.student_errors import NoTrainingLabels
 
 
 def base_config(corpus: Corpus, given: EngineConfig | None) -> EngineConfig:
@@ -65,7 +78,8 @@ def base_config(corpus: Corpus, given: EngineConfig | None) -> EngineConfig:
 
 def is_specialist(spec: AnnotatorSpec) -> bool:
     cls = annotator_class(spec.name)
-    return cls.stage == "regions" and spec.name != "replay"
+    source_name = spec.arguments.get("source_name") or ""
+    return cls.stage == "regions" and spec.name != "replay" and not source_name.startswith(STUDENT_PREFIX)  # fmt: skip
 
 
 def specialist_sources(config: EngineConfig) -> list[str]:
@@ -126,10 +140,30 @@ def florence2_student_entries(config: EngineConfig, iteration: int, student: Pat
     return entries
 
 
+def ssd_student_entries(config: EngineConfig, corpus: Corpus, iteration: int, weights: Path) -> dict:  # fmt: skip
+    """The SSD student's step: ``ssd_coco`` with the student's weights (the stored copy for
+    a corpus on a store) and the digest recorded beside them."""
+    settings = config.refine.student.ssd
+    return {
+        "regions": {
+            "name": "ssd_coco",
+            "model_dir": settings.model_dir,
+            "weights": student_weights_for_workers(corpus, iteration, weights),
+            "sha256": json.loads((weights.parent / "student.json").read_text())["sha256"],
+            "source_name": f"student_ssd_i{iteration}",
+            "min_score": settings.min_score,
+            "input_size": settings.input_size,
+            "batch_size": settings.batch_size,
+            "device": settings.device,
+        }
+    }
+
+
 def iteration_config(
-    config: EngineConfig, corpus: Corpus, iteration: int, student: Path
+    config: EngineConfig, corpus: Corpus, iteration: int, student: Path | None
 ) -> EngineConfig:
-    """Iteration k's config: specialists replayed from k-1 (or rerun), plus the student."""
+    """Iteration k's config: specialists replayed from k-1 (or rerun), plus the student
+    (none when ``student`` is None: its training was skipped)."""
     tree = config.to_dict()
     refine = config.refine
     annotators = []
@@ -151,14 +185,19 @@ def iteration_config(
         if is_student(entry):
             continue  # an earlier iteration's student: replaced by this one
         if (
-            refine.student.kind == "florence2"
+            student is not None
+            and refine.student.kind == "florence2"
             and refine.student.florence2.texts == "replace"
             and spec.name in CAPTIONERS
         ):
             continue  # the student's captions replace the other captioners'
         annotators.append(entry)
-    if refine.student.kind == "florence2":
+    if student is None:
+        entries = {}
+    elif refine.student.kind == "florence2":
         entries = florence2_student_entries(config, iteration, student)
+    elif refine.student.kind == "ssd":
+        entries = ssd_student_entries(config, corpus, iteration, student)
     else:
         entries = {
             "regions": {
@@ -267,6 +306,8 @@ def train_student(
 
     if config.refine.student.kind == "florence2":
         return train_florence2_student(corpus, iteration, config, show_progress)
+    if config.refine.student.kind == "ssd":
+        return train_ssd_student_of(corpus, iteration, config, show_progress)
 
     folder = models_folder(corpus, iteration)
     weights = folder / "student.pt"
@@ -286,7 +327,7 @@ def train_student(
         val_fraction=student.val_fraction, include_ocr=False,
     )  # fmt: skip
     if export["counts"]["boxes"] == 0:
-        raise CorpusError(
+        raise NoTrainingLabels(
             f"iteration {iteration - 1} has no kept object regions to train a student on"
         )
     train_dir = folder / "train"
@@ -354,6 +395,52 @@ def train_student(
     return weights
 
 
+def train_ssd_student_of(
+    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
+) -> Path:
+    """Train (or resume, or find trained: then its SHA-256 is checked) the SSD student of
+    ``iteration`` on iteration-1's kept object regions; returns its weights' local path
+    (for a corpus on a store, in this machine's cache; the weights and their summary are
+    also stored in the corpus's ``models/iteration=K``, weights first)."""
+    from engine.sources import ByteReader
+    from pipelines.ssd_student import WEIGHTS, TrainingData, corpus_examples, train_ssd_student
+
+    settings = config.refine.student.ssd
+    folder = models_folder(corpus, iteration)
+    fetch_stored_student(corpus, iteration, folder, WEIGHTS)
+    done = (folder / WEIGHTS).exists()
+    if done:
+        examples, stats = [], {}
+    else:
+        examples, stats = corpus_examples(corpus, iteration - 1, settings)
+        if not stats["boxes"]:
+            raise NoTrainingLabels(
+                f"iteration {iteration - 1} kept no object region with a COCO label and a score "
+                f"of at least {settings.min_label_score} (refine.student.ssd.min_label_score) "
+                "to train the SSD student on"
+            )
+        if show_progress:
+            print(
+                f"iteration {iteration}: training the SSD student ({settings.epochs} epochs, "
+                f"{stats['images']} images, {stats['boxes']} boxes)",
+                file=sys.stderr,
+            )
+    reader = ByteReader()
+    try:
+        data = TrainingData(
+            examples,
+            lambda uri: corpus.load_image(uri, iteration - 1, reader),
+            {"trained_on_iteration": iteration - 1, **stats},
+        )
+        train_ssd_student(data, folder, settings, show_progress)
+    finally:
+        reader.close()
+    if done and show_progress:
+        print(f"iteration {iteration}: student already trained ({folder / WEIGHTS})", file=sys.stderr)  # fmt: skip
+    store_student(corpus, iteration, folder, WEIGHTS)
+    return folder / WEIGHTS
+
+
 def models_folder(corpus: Corpus, iteration: int) -> Path:
     """Where iteration ``iteration``'s student trains: ``models/iteration=K`` in a local
     corpus; for a corpus on a store, a folder of this machine's cache (ultralytics trains
@@ -371,31 +458,38 @@ def models_folder(corpus: Corpus, iteration: int) -> Path:
     return CACHE_DIR / "store-corpora" / key / "models" / f"iteration={iteration}"
 
 
-def store_student(corpus: Corpus, iteration: int, folder: Path) -> None:
-    """A corpus on a store keeps its students too: weights first, the summary last."""
+def store_student(
+    corpus: Corpus, iteration: int, folder: Path, weights_name: str = "student.pt"
+) -> None:
+    """A corpus on a store keeps its students too: weights first, the summary last (a
+    summary on the store means its weights are there). Already stored: left as is."""
     if isinstance(corpus.root, StorePath):
         stored = corpus.root / "models" / f"iteration={iteration}"
-        atomic_write_bytes(stored / "student.pt", (folder / "student.pt").read_bytes())
+        if (stored / "student.json").exists() and (stored / weights_name).exists():
+            return
+        atomic_write_bytes(stored / weights_name, (folder / weights_name).read_bytes())
         atomic_write_bytes(stored / "student.json", (folder / "student.json").read_bytes())
 
 
-def fetch_stored_student(corpus: Corpus, iteration: int, folder: Path) -> None:
+def fetch_stored_student(
+    corpus: Corpus, iteration: int, folder: Path, weights_name: str = "student.pt"
+) -> None:
     """A student a run on another machine stored, copied into this machine's cache (it is
-    still checked against the trust store before it is loaded)."""
-    if not isinstance(corpus.root, StorePath) or (folder / "student.pt").exists():
+    still checked before it is loaded: its SHA-256, and for a pickled one the trust store)."""
+    if not isinstance(corpus.root, StorePath) or (folder / weights_name).exists():
         return
     stored = corpus.root / "models" / f"iteration={iteration}"
     if (stored / "student.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / "student.json", (stored / "student.json").read_bytes())
-        atomic_write_bytes(folder / "student.pt", (stored / "student.pt").read_bytes())
+        atomic_write_bytes(folder / weights_name, (stored / weights_name).read_bytes())
 
 
 def student_weights_for_workers(corpus: Corpus, iteration: int, weights: Path) -> str:
     """The weights path the iteration's workers load: the stored copy for a corpus on a
     store (workers on other machines cannot read this one's cache), else the file."""
     if isinstance(corpus.root, StorePath):
-        return str(corpus.root / "models" / f"iteration={iteration}" / "student.pt")
+        return str(corpus.root / "models" / f"iteration={iteration}" / weights.name)
     return str(weights)
 
 
@@ -418,10 +512,16 @@ def refine_corpus(
                 print(f"iteration {iteration} is already committed", file=sys.stderr)
             compact_if_due(corpus, iteration, show_progress)  # one a killed run left unfinished
             continue
-        student = train_student(corpus, iteration, config, show_progress)
+        try:
+            student = train_student(corpus, iteration, config, show_progress)
+        except NoTrainingLabels as exc:
+            if show_progress:
+                print(f"iteration {iteration}: no student ({exc})", file=sys.stderr)
+            student, notes = None, {"student_skipped": str(exc)}
+        if student is not None:
+            summary_folder = student.parent.parent if student.is_dir() else student.parent
+            notes = {"student": json.loads((summary_folder / "student.json").read_text())}
         iteration_cfg = iteration_config(config, corpus, iteration, student)
-        summary_folder = student.parent.parent if student.is_dir() else student.parent
-        notes = {"student": json.loads((summary_folder / "student.json").read_text())}
         summaries.append(
             annotate_corpus(iteration_cfg, input_path, str(corpus.root), show_progress, notes)
         )

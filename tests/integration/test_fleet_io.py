@@ -39,7 +39,8 @@ from tests.fixtures.http_server import serve_folder
 from tests.fixtures.s3_server import list_keys, upload_folder
 
 STUDENT = [
-    "--epochs", "1", "--set", "refine.student.model=fld-mobilenetv2-yolo.yaml",
+    "--epochs", "1", "--set", "refine.student.kind=yolo",
+    "--set", "refine.student.model=fld-mobilenetv2-yolo.yaml",
     "--set", "refine.student.image_size=128", "--set", "refine.student.min_score=0.0005",
 ]  # fmt: skip
 

@@ -17,6 +17,8 @@ STUDENT = [
     "--epochs",
     "1",
     "--set",
+    "refine.student.kind=yolo",  # this file tests the YOLO student (--epochs is its epochs)
+    "--set",
     "refine.student.model=fld-mobilenetv2-yolo.yaml",
     "--set",
     "refine.student.min_score=0.0005",

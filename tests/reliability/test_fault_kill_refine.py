@@ -38,7 +38,8 @@ from tests.fixtures.battery import (
 from tests.fixtures.corpus_tools import all_rows
 
 SEED = int(os.environ.get("FLD_BATTERY_SEED", "20240607"))
-STUDENT = ["--epochs", "1", "--set", "refine.student.image_size=128",
+STUDENT = ["--epochs", "1", "--set", "refine.student.kind=yolo",
+           "--set", "refine.student.image_size=128",
            "--set", "refine.student.min_score=0.0005"]  # fmt: skip
 
 

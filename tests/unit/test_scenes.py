@@ -10,12 +10,17 @@ import pytest
 from PIL import Image, ImageFont
 
 from engine.scenes import (
+    BACKGROUND_PHOTOS,
     COCO_CATEGORIES,
     CROPS,
+    PHOTO_GROUPS,
     PHOTO_OBJECTS,
     TEXT_CATEGORY_ID,
     generate_scenes,
+    group_backgrounds,
+    group_crops,
     load_photo,
+    scene_photos,
     text_mask,
 )
 from engine.synthetic import dejavu_path
@@ -115,3 +120,30 @@ def test_generation_is_deterministic(scenes, tmp_path):
         ).read_bytes()
     other = json.loads(generate_scenes(tmp_path / "c", 5, seed=4).read_text())
     assert other["annotations"] != second["annotations"]
+
+
+def test_photo_groups_share_no_photo(tmp_path):
+    """A scene set of one group takes no pixel from the other group's photos (crops or
+    backgrounds), and every object photo belongs to exactly one group."""
+    a, b = set(PHOTO_GROUPS["A"]), set(PHOTO_GROUPS["B"])
+    assert not a & b and a | b == set(PHOTO_OBJECTS)
+    for group, own in PHOTO_GROUPS.items():
+        other = (a | b) - set(own)
+        assert {crop.photo for crop in group_crops(group)} == set(own)
+        assert not {photo for photo, _ in group_backgrounds(group)} & other
+    assert group_crops(None) == CROPS and group_backgrounds(None) == BACKGROUND_PHOTOS
+    seen = {}
+    for group in PHOTO_GROUPS:
+        path = generate_scenes(tmp_path / group, 30, seed=5, group=group)
+        coco = json.loads(path.read_text())
+        assert coco["info"]["group"] == group
+        seen[group] = scene_photos(path)
+        other = (a | b) - set(PHOTO_GROUPS[group])
+        assert seen[group] and not seen[group] & other, (group, seen[group])
+        crops = {crop.name: crop.photo for crop in CROPS}
+        assert {crops[x["crop"]] for x in coco["annotations"] if "crop" in x} <= set(
+            PHOTO_GROUPS[group]
+        )
+    assert not seen["A"] & seen["B"] & (a | b)
+    with pytest.raises(ValueError, match="unknown photo group"):
+        generate_scenes(tmp_path / "c", 1, group="C")
