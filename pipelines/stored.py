@@ -34,6 +34,12 @@ def installed_roots() -> list[Path]:
     return [Path(paths["purelib"]).resolve(), Path(paths["platlib"]).resolve()]
 
 
+def in_installed_package(value: str) -> bool:
+    """Whether a local path lies inside the environment's installed packages."""
+    target = Path(value).resolve()
+    return any(target.is_relative_to(root) for root in installed_roots())
+
+
 def model_references(tree, path: tuple = ()):
     """``(dotted key, value, the dict holding it)`` for every model-naming string."""
     if isinstance(tree, dict):
@@ -73,12 +79,10 @@ def refusal(corpus: Corpus, iteration: int, key: str, value: str) -> str | None:
         inside = isinstance(corpus.root, StorePath) and value.startswith(
             corpus.root.duckdb_uri.rstrip("/") + "/models/"
         )
-        target = None
+    elif in_installed_package(value):
+        return None
     else:
-        target = Path(value).resolve()
-        if any(target.is_relative_to(root) for root in installed_roots()):
-            return None
-        inside = not isinstance(corpus.root, StorePath) and target.is_relative_to(
+        inside = not isinstance(corpus.root, StorePath) and Path(value).resolve().is_relative_to(
             (corpus.root / "models").resolve()
         )
     if not inside:
@@ -101,9 +105,7 @@ def check_stored_config(corpus: Corpus, iteration: int, tree: dict, overridden=(
         problem = refusal(corpus, iteration, key, value)
         if problem is None and value.endswith(PICKLED) and looks_like_path(value):
             local = None if is_remote(value) else Path(value)
-            if local is not None and any(
-                local.resolve().is_relative_to(r) for r in installed_roots()
-            ):
+            if local is not None and in_installed_package(value):
                 continue
             digest = (
                 file_sha256(local)
