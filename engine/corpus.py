@@ -289,14 +289,23 @@ class Corpus:
         decode = self.run_info(iteration).get("config", {}).get("decode", {})
         return DecodeLimits(**decode) if decode else DecodeLimits()
 
+    def input_rule(self, iteration: int) -> tuple[str, bool]:
+        """``(input, allow_paths_outside)`` as iteration ``iteration``'s ``run.json``
+        recorded them; read once per iteration (``load_image`` asks for every image)."""
+        rules = self.__dict__.setdefault("_input_rules", {})
+        if iteration not in rules:
+            info = self.run_info(iteration)
+            source = str((info.get("plan") or {}).get("input") or "")
+            allow = ((info.get("config") or {}).get("input") or {}).get("allow_paths_outside")
+            rules[iteration] = (source, bool(allow))
+        return rules[iteration]
+
     def check_input_uri(self, uri: str, iteration: int) -> None:
         """Raise ``PermissionError`` unless ``uri`` is one iteration ``iteration``'s input
         could have named (``uri_within_input``): ``images.uri`` is a corpus's own data, and a
         changed one must not make ``show``, ``report`` or ``export`` copy a local file or
         fetch a URL the input never held."""
-        info = self.run_info(iteration)
-        source = str((info.get("plan") or {}).get("input") or "")
-        allow_outside = bool(((info.get("config") or {}).get("input") or {}).get("allow_paths_outside"))  # fmt: skip
+        source, allow_outside = self.input_rule(iteration)
         if not uri_within_input(uri, source, allow_outside):
             raise PermissionError(
                 f"{uri}: not under the input iteration {iteration} was made from ({source}); "

@@ -307,15 +307,11 @@ def run(
     """
     from engine.corpus import CorpusLock
     from pipelines.annotate import annotate_corpus
-    from pipelines.config import build_steps, load_config
-    from pipelines.doctor import preflight_problems
+    from pipelines.config import load_config
+    from pipelines.doctor import check_models_load
 
     chosen = load_config(config, list(overrides))
-    problems = preflight_problems(build_steps(chosen))
-    if problems:
-        from pipelines.config import ConfigError
-
-        raise ConfigError("a step cannot load its model: " + "; ".join(problems))
+    check_models_load(chosen)
     with CorpusLock.at(str(out), "run"):
         annotate_corpus(chosen, str(inputs), str(out), show_progress=progress)
     return Corpus(out)

@@ -63,17 +63,6 @@ def check_writable(out: str) -> None:
         raise UsageError(f"--out: {probe_dir} is not writable ({exc.strerror})") from None
 
 
-def check_models_load(config) -> None:
-    """Stop before Ray starts when a step cannot load its model here, with the sentences
-    ``fld doctor`` prints (a worker's traceback was the only message before)."""
-    from pipelines.config import build_steps
-    from pipelines.doctor import preflight_problems
-
-    problems = preflight_problems(build_steps(config))
-    if problems:
-        raise UsageError("a step cannot load its model: " + "; ".join(problems))
-
-
 def command_doctor(args: argparse.Namespace) -> int:
     from pipelines.config import load_config
     from pipelines.doctor import diagnose
@@ -97,6 +86,8 @@ def command_run(args: argparse.Namespace) -> int:
     overrides = overrides_of(args)
     config = load_config(args.config, overrides)
     check_writable(args.out)
+    from pipelines.doctor import check_models_load
+
     check_models_load(config)
     from engine.storage import is_remote
 

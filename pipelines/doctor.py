@@ -97,6 +97,17 @@ def preflight_problems(steps: list) -> list[str]:
     return [problem for step in steps if (problem := step.preflight())]
 
 
+def check_models_load(config) -> None:
+    """Raise ``ConfigError`` when a step of ``config`` cannot load its model here, with the
+    sentences ``fld doctor`` prints: ``fld run`` and ``fld.run`` ask before Ray starts (a
+    worker's traceback was the only message before)."""
+    from pipelines.config import ConfigError, build_steps
+
+    problems = preflight_problems(build_steps(config))
+    if problems:
+        raise ConfigError("a step cannot load its model: " + "; ".join(problems))
+
+
 def check_steps(diagnosis: Diagnosis, config) -> None:
     from pipelines.config import build_steps
 
