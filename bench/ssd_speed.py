@@ -10,6 +10,9 @@ annotator). Both libraries get ``THREADS`` threads (``torch.set_num_threads``,
 (default 5), the arms alternating which runs first; medians of the passes' ms/image, and
 the torch / OpenCV ratio of each round (median, spread). Where OpenCV has no
 ``readNetFromTensorflow`` (5.1 and later), the torch arm runs alone and the result says so.
+To measure both arms with the locked OpenCV 5.1, put OpenCV 5.0 in a side folder first:
+``pip install --no-deps --target /tmp/cv50 opencv-python-headless==5.0.0.93`` and run
+with ``PYTHONPATH=/tmp/cv50``.
 
     .venv/bin/python bench/ssd_speed.py            # bench/results/ssd_speed.json
     .venv/bin/python bench/ssd_speed.py --quick    # 2 repeats, history only
