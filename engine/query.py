@@ -250,6 +250,13 @@ STATS_QUERIES: dict[str, str] = {
         SELECT iteration, source, count(*) AS rows, count_if(kept)::BIGINT AS kept,
                round(avg(score), 3) AS mean_score
         FROM regions GROUP BY ALL ORDER BY iteration, source""",
+    # A fused row's source is "fused": its contributors are in ``sources``. This counts a
+    # kept row once for each source in it, so a student's share of the kept labels shows.
+    "kept regions per contributing source": """
+        SELECT iteration, contributor AS source, count(*) AS kept,
+               count_if(n_sources = 1)::BIGINT AS alone
+        FROM (SELECT iteration, n_sources, unnest(sources) AS contributor FROM regions WHERE kept)
+        GROUP BY ALL ORDER BY iteration, source""",
     "dropped rows by reason": """
         SELECT iteration, 'regions' AS "table", drop_reason, count(*) AS rows FROM regions WHERE NOT kept GROUP BY ALL
         UNION ALL SELECT iteration, 'texts', drop_reason, count(*) FROM texts WHERE NOT kept GROUP BY ALL

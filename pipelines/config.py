@@ -20,6 +20,8 @@ Command-line overrides use dotted keys: ``--set filters.nms.iou_threshold=0.6``,
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -296,7 +298,10 @@ class SsdStudentConfig(Strict):
       optimizer steps (a killed training resumes from the last checkpoint).
     - Annotating: ``min_score`` (the student's detections under it are not emitted),
       ``batch_size``, ``device`` (``auto``: the worker's GPU if it has one, else the CPU).
-      Training runs in the ``fld refine`` process, on the CPU.
+    - Where it trains: ``train_num_gpus`` 0 (default) trains in the ``fld refine`` process;
+      above 0 the training is a Ray task asking for that many GPUs (and ``train_num_cpus``
+      CPUs) on the cluster at ``run.address``, or on a Ray started here; ``train_device``
+      (``auto``: the GPU Ray gave the task when torch sees it, else the CPU).
     """
 
     model_dir: str = Field(default_factory=installed_ssd_dir)
@@ -325,6 +330,16 @@ class SsdStudentConfig(Strict):
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     device: str = "auto"
+    train_num_gpus: Annotated[float, Field(ge=0.0, le=64.0)] = 0.0
+    train_num_cpus: Annotated[float, Field(gt=0.0, le=256.0)] = 1.0
+    train_device: str = "auto"
+
+    @field_validator("train_device")
+    @classmethod
+    def _torch_device(cls, device: str) -> str:
+        if device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+            raise ValueError(f"{device!r}: expected auto, cpu, cuda, cuda:N or mps")
+        return device
 
     @field_validator("model_dir")
     @classmethod

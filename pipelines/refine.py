@@ -307,6 +307,8 @@ def train_student(
     if config.refine.student.kind == "florence2":
         return train_florence2_student(corpus, iteration, config, show_progress)
     if config.refine.student.kind == "ssd":
+        if config.refine.student.ssd.train_num_gpus > 0:
+            return train_ssd_student_in_ray(corpus, iteration, config, show_progress)
         return train_ssd_student_of(corpus, iteration, config, show_progress)
 
     folder = models_folder(corpus, iteration)
@@ -439,6 +441,61 @@ def train_ssd_student_of(
         print(f"iteration {iteration}: student already trained ({folder / WEIGHTS})", file=sys.stderr)  # fmt: skip
     store_student(corpus, iteration, folder, WEIGHTS)
     return folder / WEIGHTS
+
+
+def ssd_student_task(corpus_root: str, iteration: int, config_tree: dict, show_progress: bool) -> str:  # fmt: skip
+    """The body of the Ray task that trains an SSD student (``train_ssd_student_in_ray``):
+    in a worker process, on the device Ray assigned it; returns where the weights are on
+    that worker's machine (a corpus on a store also holds them: ``store_student``)."""
+    from pipelines.config import validate_tree
+
+    config = validate_tree(config_tree)
+    return str(train_ssd_student_of(Corpus(corpus_root), iteration, config, show_progress))
+
+
+def train_ssd_student_in_ray(
+    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
+) -> Path:
+    """The SSD student trained in a Ray task asking for ``refine.student.ssd.train_num_gpus``
+    GPUs and ``train_num_cpus`` CPUs, on the cluster at ``run.address`` (a Ray started here
+    when there is none, and stopped after). A cluster without that many GPUs is refused
+    before anything runs (Ray would wait for them forever). Returns the weights' path on
+    this machine: a local corpus's own file (a cluster's workers share its folder), or
+    for a corpus on a store, the stored copy fetched into this machine's cache."""
+    import ray
+
+    from engine.executors import PlacementError, RayExecutor
+    from pipelines.ssd_student import WEIGHTS
+
+    settings = config.refine.student.ssd
+    run = config.run
+    started = RayExecutor(run.workers, run.threads_per_worker, run.address).start_ray()
+    try:
+        available = ray.cluster_resources()
+        for name, amount in (("GPU", settings.train_num_gpus), ("CPU", settings.train_num_cpus)):
+            if amount > available.get(name, 0):
+                raise PlacementError(
+                    f"refine.student.ssd.train_num_{name.lower()}s asks {amount} {name}; the Ray "
+                    f"cluster has {available.get(name, 0)} (start it with the resource, e.g. "
+                    "`ray start --num-gpus N`, and pass --address)"
+                )
+        task = ray.remote(num_gpus=settings.train_num_gpus, num_cpus=settings.train_num_cpus, max_retries=0)  # fmt: skip
+        remote_path = ray.get(
+            task(ssd_student_task).remote(str(corpus.root), iteration, config.to_dict(), show_progress)  # fmt: skip
+        )
+    finally:
+        if started:
+            ray.shutdown()
+    folder = models_folder(corpus, iteration)
+    fetch_stored_student(corpus, iteration, folder, WEIGHTS)
+    weights = folder / WEIGHTS
+    if not weights.exists():
+        raise CorpusError(
+            f"the SSD student's training task wrote {remote_path}, which this machine cannot "
+            f"read at {weights}: a local corpus trained on a cluster must be on a folder "
+            "every node shares (or put the corpus on an object store)"
+        )
+    return weights
 
 
 def models_folder(corpus: Corpus, iteration: int) -> Path:

@@ -277,7 +277,7 @@ def load_checkpoint(out: Path, network, optimizer) -> TrainingState:
     path = out / CHECKPOINT
     if not path.exists():
         return TrainingState()
-    saved = torch.load(path, weights_only=True)
+    saved = torch.load(path, weights_only=True, map_location=next(network.parameters()).device)
     network.load_state_dict(saved["network"])
     optimizer.load_state_dict(saved["optimizer"])
     return TrainingState(int(saved["step"]), saved["losses"])
@@ -295,7 +295,7 @@ class Anchoring:
 
         self.l2sp_weight, self.distill_weight = settings.l2sp_weight, settings.distill_weight
         self.anchors = {
-            name: teacher_state[name].clone()
+            name: teacher_state[name].to(parameter.device, copy=True)
             for name, parameter in network.named_parameters()
             if parameter.requires_grad
         }
@@ -305,7 +305,8 @@ class Anchoring:
 
             self.teacher = SSDMobileNetV2()
             self.teacher.load_state_dict(teacher_state)
-            self.teacher.eval().to(memory_format=torch.channels_last)
+            device = next(network.parameters()).device
+            self.teacher.eval().to(device, memory_format=torch.channels_last)
         self.columns = ~mask
 
     def __call__(self, network, pixels, logits, positives: int):
@@ -330,6 +331,30 @@ class Anchoring:
             )
             total = total + self.distill_weight * distill / max(positives, 1)
         return total
+
+
+def training_device(wanted: str) -> str:
+    """The device the student trains on: ``auto`` is the first CUDA device torch sees (in a
+    Ray task given a GPU, the one Ray assigned), else the CPU; anything else as given."""
+    import torch
+
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return wanted
+
+
+def trained_on(device) -> dict:
+    """Where the training ran, for ``student.json``: the torch device, the process, and
+    the GPU ids Ray gave it (empty outside a Ray task, or in one that asked for none)."""
+    gpu_ids: list = []
+    try:
+        import ray
+
+        if ray.is_initialized():
+            gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
+    except ImportError:  # Ray is a dependency; a trimmed install still trains
+        pass
+    return {"device": str(device), "pid": os.getpid(), "ray_gpu_ids": gpu_ids}
 
 
 def teacher_state(settings) -> dict:
@@ -364,8 +389,9 @@ def train_ssd_student(data: TrainingData, out: Path, settings, show_progress: bo
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     started = time.time()
+    device = torch.device(training_device(settings.train_device))
     teacher = teacher_state(settings)
-    network = build_student(teacher, settings).to(memory_format=torch.channels_last)
+    network = build_student(teacher, settings).to(device, memory_format=torch.channels_last)
     trained = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         trained, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay
@@ -385,11 +411,12 @@ def train_ssd_student(data: TrainingData, out: Path, settings, show_progress: bo
         indexes = epoch_order(len(examples), settings.seed, epoch)
         indexes = indexes[position * settings.batch : (position + 1) * settings.batch]
         pixels, targets = make_batch(examples, indexes, epoch, data.load_image, settings)
+        pixels = pixels.to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(state.step, total_steps, settings)
         encodings, logits, map_sizes = network(pixels)
         if anchors is None:
-            anchors = ssd_anchors(map_sizes)
+            anchors = ssd_anchors(map_sizes).to(device)
         parts = ssd_loss((encodings, logits), anchors, targets, loss_settings)
         extra = anchoring(network, pixels, logits, parts.positives)
         optimizer.zero_grad(set_to_none=True)
@@ -412,7 +439,7 @@ def train_ssd_student(data: TrainingData, out: Path, settings, show_progress: bo
         if state.step % settings.checkpoint_every == 0 and state.step < total_steps:
             save_checkpoint(out, network, optimizer, state)
     temporary = out / f".{WEIGHTS}.tmp"
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(temporary))
+    save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(temporary))  # fmt: skip
     summary = {
         "kind": "ssd",
         "weights": WEIGHTS,
@@ -427,6 +454,7 @@ def train_ssd_student(data: TrainingData, out: Path, settings, show_progress: bo
         ],
         "loss_per_epoch": epoch_means(state.losses, per_epoch),
         "train_seconds_last_run": round(time.time() - started, 1),
+        "trained_on": trained_on(device),
         "settings": settings.model_dump(mode="json"),
     }
     atomic_write_json(out / SUMMARY, summary)

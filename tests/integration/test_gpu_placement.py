@@ -162,3 +162,57 @@ def test_the_fld5b_preset_runs_end_to_end_with_tiny_models(fake_gpu_cluster, pho
     assert all(len(pool["gpu_ids"]) == 1 and pool["device"] == "cuda:0" for pool in pools)
     assert all(pool["parameters"] == ["cpu float32"] for pool in pools), pools
     assert len({pool["pid"] for pool in pools}) == len(models)
+
+
+SSD_ONLY = [
+    "--set", "annotators=[{name: ssd_coco}]",
+    "--set", "filters.text_complexity.enabled=false",
+    "--set", "filters.phrase_confidence.enabled=false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ssd_corpus(fake_gpu_cluster, photos, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gpu-refine") / "corpus"
+    result = run_fld(
+        "run", str(photos), "--out", str(out), "--address", fake_gpu_cluster, "--quiet",
+        *SSD_ONLY, check=False, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_the_ssd_student_trains_in_a_ray_task_holding_a_gpu(fake_gpu_cluster, ssd_corpus, tmp_path):  # fmt: skip
+    corpus = tmp_path / "corpus"
+    shutil.copytree(ssd_corpus, corpus)
+    result = run_fld(
+        "refine", str(corpus), "--iterations", "1", "--epochs", "1", "--address",
+        fake_gpu_cluster, "--quiet", "--set", "refine.student.ssd.train_num_gpus=1",
+        check=False, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((corpus / "models" / "iteration=1" / "student.json").read_text())
+    # Ray gave the task one of the cluster's two (fake) GPUs; torch sees no CUDA here, so
+    # ``train_device: auto`` trained on the CPU.
+    assert len(summary["trained_on"]["ray_gpu_ids"]) == 1
+    assert summary["trained_on"]["ray_gpu_ids"][0] in {"0", "1"}
+    assert summary["trained_on"]["device"] == "cpu"
+    run = json.loads((corpus / "iteration=1" / "run.json").read_text())
+    assert run["student"]["sha256"] == summary["sha256"]
+    sources = connect(corpus, [1]).execute("SELECT DISTINCT source FROM regions").fetchall()
+    assert ("student_ssd_i1@2",) in sources
+
+
+def test_a_student_asking_more_gpus_than_the_cluster_has_fails_before_training(
+    fake_gpu_cluster, ssd_corpus, tmp_path
+):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(ssd_corpus, corpus)
+    result = run_fld(
+        "refine", str(corpus), "--iterations", "1", "--address", fake_gpu_cluster, "--quiet",
+        "--set", "refine.student.ssd.train_num_gpus=3", check=False, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "refine.student.ssd.train_num_gpus asks 3.0 GPU" in result.stderr
+    assert not (corpus / "models" / "iteration=1").exists()
+    assert not (corpus / "iteration=1" / "_COMMITTED").exists()

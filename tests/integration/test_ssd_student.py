@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from engine.corpus import Corpus
+from engine.query import connect, stats_report
 from engine.scenes import generate_scenes
 from engine.sources import ByteReader
 from pipelines.annotate import annotate_corpus
@@ -111,6 +112,21 @@ def test_the_ssd_student_raises_map50_by_a_margin_a_broken_loop_does_not_reach(i
     assert gain >= MARGIN, report
     assert broken_gain < MARGIN, report
     assert np.isfinite(student["loss_per_epoch"]["total"]).all()
+
+    # The student's boxes are kept labels (not all dropped by the confidence filter), and
+    # ``fld stats`` says how many.
+    kept_with_student = (
+        connect(refined, [1])
+        .execute("SELECT count(*) FROM regions WHERE kept AND list_contains(sources, 'student_ssd_i1@2')")  # fmt: skip
+        .fetchone()[0]
+    )
+    assert kept_with_student > 0
+    stats = stats_report(refined)
+    section = stats.split("== kept regions per contributing source ==")[1].split("==")[0]
+    assert any(
+        line.split()[:3] == ["1", "student_ssd_i1@2", str(kept_with_student)]
+        for line in section.splitlines()
+    ), section
 
 
 class Killed(Exception):
