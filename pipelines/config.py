@@ -21,7 +21,6 @@ Command-line overrides use dotted keys: ``--set filters.nms.iou_threshold=0.6``,
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 from typing import Annotated, Any, Literal
 

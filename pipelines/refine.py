@@ -481,7 +481,9 @@ def train_ssd_student_in_ray(
                 )
         task = ray.remote(num_gpus=settings.train_num_gpus, num_cpus=settings.train_num_cpus, max_retries=0)  # fmt: skip
         remote_path = ray.get(
-            task(ssd_student_task).remote(str(corpus.root), iteration, config.to_dict(), show_progress)  # fmt: skip
+            task(ssd_student_task).remote(
+                str(corpus.root), iteration, config.to_dict(), show_progress
+            )  # fmt: skip
         )
     finally:
         if started:

@@ -117,7 +117,9 @@ def test_the_ssd_student_raises_map50_by_a_margin_a_broken_loop_does_not_reach(i
     # ``fld stats`` says how many.
     kept_with_student = (
         connect(refined, [1])
-        .execute("SELECT count(*) FROM regions WHERE kept AND list_contains(sources, 'student_ssd_i1@2')")  # fmt: skip
+        .execute(
+            "SELECT count(*) FROM regions WHERE kept AND list_contains(sources, 'student_ssd_i1@2')"
+        )  # fmt: skip
         .fetchone()[0]
     )
     assert kept_with_student > 0
