@@ -74,6 +74,8 @@ class SSDCocoDetector(Annotator):
             digest recorded when its student was trained).
         source_name: overrides ``name`` in ``source`` (the refinement loop names its SSD
             students ``student_ssd_i<k>``).
+        labels: emit only detections of these COCO labels (the refinement loop's students
+            with ``emit_classes: trained``); None: every COCO label.
     """
 
     name: ClassVar[str] = "ssd_coco"
@@ -88,6 +90,15 @@ class SSDCocoDetector(Annotator):
     weights: str | None = None
     sha256: str | None = None
     source_name: str | None = None
+    labels: list[str] | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _coco_labels(cls, labels: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(labels or ()) - set(COCO_LABELS.values()))
+        if unknown:
+            raise ValueError(f"not COCO labels: {unknown}")
+        return labels
 
     @field_validator("weights")
     @classmethod
@@ -216,6 +227,8 @@ class SSDCocoDetector(Annotator):
         for class_id, score, box in zip(class_ids, detections.scores.cpu().tolist(), boxes, strict=True):  # fmt: skip
             label = COCO_LABELS.get(int(class_id))
             if score < self.min_score or label is None:
+                continue
+            if self.labels is not None and label not in self.labels:
                 continue
             x0, y0, x1, y1 = box
             regions.append(

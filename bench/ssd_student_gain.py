@@ -51,6 +51,10 @@ REGIONS_ONLY = [
     "refine.student.ssd.threads=1",
 ]
 TEACHER = "ssd_coco@2"
+# Per student kind (``--set refine.student.kind=yolo``): its weights file and its source
+# in iteration 1.
+STUDENT_FILES = {"ssd": "student.safetensors", "yolo": "student.pt"}
+STUDENT_SOURCES = {"ssd": "student_ssd_i1@2", "yolo": "student_i1@1"}
 
 
 def other_group(group: str) -> str:
@@ -128,8 +132,15 @@ def run_arm(sets: dict, arm: Path, overrides: list[str], iterations: int) -> dic
                 "trained_classes",
             )
         }
+        # The YOLO student's summary names its training time and data otherwise.
+        students[k]["train_seconds_last_run"] = summary.get("train_seconds_last_run", summary.get("train_seconds"))  # fmt: skip
+        if "data" in summary:
+            students[k]["data"] = summary["data"]
         students[k]["annotate_seconds"] = round(summaries[k - 1].wall_seconds, 1)
-    weights = corpus / "models" / "iteration=1" / "student.safetensors"
+    kind = config.refine.student.kind
+    if kind == "florence2":
+        raise SystemExit("bench/ssd_student_gain.py measures the ssd and yolo kinds (florence2: bench/refine_gain_f2.py)")  # fmt: skip
+    weights = corpus / "models" / "iteration=1" / STUDENT_FILES[kind]
     started = time.perf_counter()
     annotate_corpus(
         iteration_config(config, corpus_of(unseen), 1, weights),
@@ -147,7 +158,7 @@ def run_arm(sets: dict, arm: Path, overrides: list[str], iterations: int) -> dic
         "alone": {
             name: {
                 "teacher": source_rows(path, spec["gt"], 1, TEACHER),
-                "student": source_rows(path, spec["gt"], 1, "student_ssd_i1@2"),
+                "student": source_rows(path, spec["gt"], 1, STUDENT_SOURCES[kind]),
             }
             for name, path, spec in (
                 ("corpus", corpus, sets["corpus"]),

@@ -281,6 +281,8 @@ class SsdStudentConfig(Strict):
     - Labels: kept object regions of at least ``min_label_score`` with a COCO label are
       learned; other object regions of at least ``ignore_score`` are ignored (their anchors
       are neither positive nor negative); ``ignore_score`` above ``min_label_score``: none.
+      A class with fewer than ``min_class_labels`` labels in the whole iteration is not
+      learned: its boxes are ignore boxes.
     - Optimisation: ``epochs``, ``batch`` (images per step), ``learning_rate`` (SGD,
       momentum 0.9), ``warmup_steps`` (linear warm-up, then cosine to 0), ``weight_decay``,
       ``frozen_blocks`` (the stem and the first N of MobileNetV2's 17 blocks are not
@@ -296,6 +298,8 @@ class SsdStudentConfig(Strict):
     - ``seed``; ``threads`` (torch CPU threads; 0: torch's default); ``checkpoint_every``
       optimizer steps (a killed training resumes from the last checkpoint).
     - Annotating: ``min_score`` (the student's detections under it are not emitted),
+      ``emit_classes`` (``trained``: only the classes it learned, whose other outputs are
+      the teacher's own, already in the ensemble; ``all``: every COCO class),
       ``batch_size``, ``device`` (``auto``: the worker's GPU if it has one, else the CPU).
     - Where it trains: ``train_num_gpus`` 0 (default) trains in the ``fld refine`` process;
       above 0 the training is a Ray task asking for that many GPUs (and ``train_num_cpus``
@@ -306,6 +310,7 @@ class SsdStudentConfig(Strict):
     model_dir: str = Field(default_factory=installed_ssd_dir)
     min_label_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     ignore_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    min_class_labels: Annotated[int, Field(ge=1)] = 1
     epochs: Annotated[int, Field(ge=1, le=1000)] = 12
     batch: Annotated[int, Field(ge=1, le=1024)] = 8
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
@@ -327,6 +332,7 @@ class SsdStudentConfig(Strict):
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     checkpoint_every: Annotated[int, Field(ge=1)] = 50
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    emit_classes: Literal["trained", "all"] = "all"
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     device: str = "auto"
     train_num_gpus: Annotated[float, Field(ge=0.0, le=64.0)] = 0.0

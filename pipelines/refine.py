@@ -144,12 +144,14 @@ def ssd_student_entries(config: EngineConfig, corpus: Corpus, iteration: int, we
     """The SSD student's step: ``ssd_coco`` with the student's weights (the stored copy for
     a corpus on a store) and the digest recorded beside them."""
     settings = config.refine.student.ssd
+    summary = json.loads((weights.parent / "student.json").read_text())
     return {
         "regions": {
             "name": "ssd_coco",
             "model_dir": settings.model_dir,
             "weights": student_weights_for_workers(corpus, iteration, weights),
-            "sha256": json.loads((weights.parent / "student.json").read_text())["sha256"],
+            "sha256": summary["sha256"],
+            "labels": summary["trained_classes"] if settings.emit_classes == "trained" else None,
             "source_name": f"student_ssd_i{iteration}",
             "min_score": settings.min_score,
             "input_size": settings.input_size,

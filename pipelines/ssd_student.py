@@ -121,6 +121,13 @@ def corpus_examples(corpus: Corpus, iteration: int, settings) -> tuple[list[Trai
             entry["ignore"].append(box)
             counts["ignored_boxes"] += 1
             counts["not_coco_labels"] += kept and class_id is None
+    rare = rare_classes(by_uri, settings.min_class_labels)
+    for entry in by_uri.values():
+        for box, class_id in zip(entry["boxes"], entry["classes"], strict=True):
+            if class_id in rare:  # too few labels to learn from: neither taught nor background
+                entry["ignore"].append(box)
+        entry["boxes"] = [b for b, c in zip(entry["boxes"], entry["classes"], strict=True) if c not in rare]  # fmt: skip
+        entry["classes"] = [c for c in entry["classes"] if c not in rare]
     examples = [
         TrainingImage(
             uri,
@@ -137,10 +144,21 @@ def corpus_examples(corpus: Corpus, iteration: int, settings) -> tuple[list[Trai
         "ignored_boxes": counts["ignored_boxes"],
         "kept_labels_not_coco": counts["not_coco_labels"],
         "classes": {
-            k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("label:")
+            k.split(":", 1)[1]: v
+            for k, v in sorted(counts.items())
+            if k.startswith("label:") and COCO_IDS[k.split(":", 1)[1]] not in rare
         },
+        "rare_classes_ignored": {COCO_LABELS[c]: n for c, n in sorted(rare.items())},
     }
     return examples, stats
+
+
+def rare_classes(by_uri: dict[str, dict[str, list]], min_labels: int) -> dict[int, int]:
+    """The COCO ids with fewer than ``min_labels`` labels over all images, and their counts:
+    a class seen once or twice among pseudo-labels is as likely the teacher's mistake as a
+    class of the corpus, and a student taught it learns the mistake."""
+    per_class = Counter(c for entry in by_uri.values() for c in entry["classes"])
+    return {c: n for c, n in per_class.items() if n < min_labels}
 
 
 # --------------------------------------------------------------------------- the network
