@@ -665,7 +665,9 @@ class Scheduler:
         self.recoveries[what] = self.recoveries.get(what, 0) + 1
 
 
-def make_executor(run_config) -> LocalExecutor | RayExecutor:
-    if run_config.executor == "local":
+def make_executor(run_config, kind: str | None = None) -> LocalExecutor | RayExecutor:
+    """``kind``: ``local`` or ``ray`` (``pipelines.annotate.choose_executor`` resolves
+    ``auto``); None: ``run_config.executor``, where ``auto`` means Ray."""
+    if (kind or run_config.executor) == "local":
         return LocalExecutor()
     return RayExecutor(run_config.workers, run_config.threads_per_worker, run_config.address)

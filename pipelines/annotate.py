@@ -329,12 +329,31 @@ class MarkerTotals:
         return summary
 
 
+def choose_executor(config: EngineConfig, n_inputs: int) -> tuple[str, str]:
+    """The executor a run uses (``ray`` or ``local``) and why, in words. ``run.executor:
+    auto`` runs in this process when there is no ``run.address``, the plan has at most
+    ``run.local_max_images`` inputs and no annotator has its own resources or replicas (a
+    model pool); otherwise on Ray. In this process a run has no worker-crash isolation
+    and no ``task_timeout_s``: for a few images, starting Ray costs more than it saves."""
+    run = config.run
+    if run.executor != "auto":
+        return run.executor, f"run.executor: {run.executor}"
+    if run.address:
+        return "ray", "auto: run.address is set"
+    pools = [spec.name for spec in config.annotators if spec.pooled]
+    if pools:
+        return "ray", f"auto: {pools[0]} runs in a model pool (replicas or a GPU)"
+    if n_inputs > run.local_max_images:
+        return "ray", f"auto: {n_inputs} inputs, more than run.local_max_images = {run.local_max_images}"  # fmt: skip
+    return "local", f"auto: {n_inputs} inputs, at most run.local_max_images = {run.local_max_images}, no run.address"  # fmt: skip
+
+
 def output_config_hash(config: EngineConfig) -> str:
     """Hash of every setting that can change the rows written (not where or how many
     workers run them): a resumed run must not mix shards made under two configs."""
     settings = config.to_dict()
     settings.pop("refine", None)  # used by fld refine to build each iteration's own config
-    for key in ("workers", "address", "executor", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts"):  # fmt: skip
+    for key in ("workers", "address", "executor", "local_max_images", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts"):  # fmt: skip
         settings["run"].pop(key, None)
     settings["input"].pop("download", None)  # how hard to try, not what a fetched image gives
     for annotator in settings["annotators"]:  # where a model runs does not change its rows
@@ -456,7 +475,10 @@ def annotate_corpus(
         print(f"resuming: {len(done)} of {n_shards} shards already written", file=sys.stderr)
     todo = iter_shards(writer.path / plan["plan_file"], int(plan["digits"]), skip=done)
     processor = ShardProcessor(config, writer)
-    executor = make_executor(config.run)
+    executor_kind, why = choose_executor(config, n_inputs)
+    if show_progress and config.run.executor == "auto":
+        print(f"executor: {executor_kind} ({why})", file=sys.stderr)
+    executor = make_executor(config.run, executor_kind)
     policy = FailurePolicy(config.run.max_attempts, config.run.task_timeout_s or None)
     failed: dict[str, str] = {}
     shards_run = 0
@@ -488,7 +510,8 @@ def annotate_corpus(
         "filters": [f"{f.name}@{f.version}" for f in config.filters.build()],
         "thresholds": config.filters.model_dump(mode="json"),
         "executor": {
-            "kind": config.run.executor,
+            "kind": executor_kind,
+            "chosen": why,
             "workers": config.run.workers,
             "address": config.run.address,
             "model_pools": getattr(executor, "placements", []),

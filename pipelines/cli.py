@@ -1,7 +1,7 @@
 """The ``fld`` command line: run, doctor, stats, compact, sql, show, export, report, refine, diff, eval.
 
     fld run INPUT --out CORPUS [--config FILE] [--workers N] [--address ADDR]
-                  [--shard-size N] [--batch-size N] [--executor ray|local] [--set KEY=VALUE ...]
+                  [--shard-size N] [--batch-size N] [--executor auto|ray|local] [--set KEY=VALUE ...]
     fld doctor [--config FILE] [--set KEY=VALUE ...]
     fld verify CORPUS [--iteration K]
     fld stats CORPUS
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shard-size", type=int, help="images per shard (run.shard_size)")
     run.add_argument("--batch-size", type=int, help="images per annotator call (run.batch_size)")
-    run.add_argument("--executor", choices=["ray", "local"], help="run.executor")
+    run.add_argument("--executor", choices=["auto", "ray", "local"], help="run.executor")
     run.add_argument("--iteration", type=int, help="run.iteration")
     run.add_argument(
         "--retry-errors",
@@ -548,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--config", help="YAML config (default: iteration 0's config)")
     refine.add_argument("--workers", type=int, help="Ray workers (run.workers)")
     refine.add_argument("--address", help="join this Ray cluster (run.address)")
-    refine.add_argument("--executor", choices=["ray", "local"], help="run.executor")
+    refine.add_argument("--executor", choices=["auto", "ray", "local"], help="run.executor")
     refine.add_argument(
         "--epochs",
         type=int,

@@ -6,7 +6,7 @@ Sections (see ``pipelines/default_config.yaml`` for every default, documented):
 - ``decode``: ``min_side``, ``max_pixels``  (``engine.imaging.DecodeLimits``)
 - ``input``: ``parquet_column``, ``download`` (``engine.sources``, ``engine.http``)
 - ``run``: ``shard_size``, ``batch_size``, ``workers``, ``threads_per_worker``,
-  ``executor`` (``ray`` | ``local``), ``address``, ``iteration``, ``compact_rows``,
+  ``executor`` (``auto`` | ``ray`` | ``local``; ``local_max_images``), ``address``, ``iteration``, ``compact_rows``,
   ``task_timeout_s``, ``max_attempts``, ``max_failed_shards``
 - ``annotators``: a list; each item ``{name: <registry name>, ...its arguments}``
 - ``filters``: ``geometry``, ``confidence``, ``nms``, ``fusion``, ``text_complexity``,
@@ -86,7 +86,11 @@ class RunConfig(Strict):
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     workers: Annotated[int, Field(ge=1, le=1024)] = 2
     threads_per_worker: Annotated[int, Field(ge=1, le=256)] = 1
-    executor: Literal["ray", "local"] = "ray"
+    # auto: in this process when there is no ``address``, at most ``local_max_images``
+    # inputs and no annotator with its own resources (Ray starts in seconds; a few images
+    # take less); else Ray.
+    executor: Literal["auto", "ray", "local"] = "auto"
+    local_max_images: Annotated[int, Field(ge=0)] = 16
     address: str | None = None
     iteration: Annotated[int, Field(ge=0)] = 0
     # After the commit, merge the iteration's per-shard files into parts of about this many

@@ -155,3 +155,36 @@ def test_setup_imports_torch_only_for_steps_that_use_it():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"torch": False, "spacy": False}
+
+
+def table_rows(corpus, table: str) -> list[tuple]:
+    from engine.query import connect
+
+    connection = connect(corpus)
+    try:
+        return connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+    finally:
+        connection.close()
+
+
+def test_the_demo_in_process_and_on_ray_writes_the_same_rows(tmp_path):
+    """``run.executor: auto`` runs the demo in this process (7 images, no address); the
+    same run on Ray must write the same corpus, row for row, in every table."""
+    import json
+
+    from engine.schemas import TABLES
+    from tests.fixtures.common import DEMO_IMAGES, run_fld
+
+    runs = {}
+    for executor in ("auto", "ray"):
+        out = tmp_path / executor
+        result = run_fld("run", str(DEMO_IMAGES), "--out", str(out), "--executor", executor, timeout=600)  # fmt: skip
+        info = json.loads((out / "iteration=0" / "run.json").read_text())
+        runs[executor] = (out, info["executor"], result.stderr)
+    assert runs["auto"][1]["kind"] == "local"
+    assert "executor: local (auto: 7 inputs, at most run.local_max_images = 16" in runs["auto"][2]
+    assert runs["ray"][1]["kind"] == "ray"
+    for table in TABLES:
+        local_rows, ray_rows = table_rows(runs["auto"][0], table), table_rows(runs["ray"][0], table)
+        assert local_rows == ray_rows, table
+    assert table_rows(runs["auto"][0], "regions")  # the comparison is of something
