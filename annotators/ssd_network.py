@@ -331,7 +331,7 @@ def select_detections(
     """OpenCV ``DetectionOutput``'s selection (see ``DetectionSettings``) for one image:
     ``boxes`` ``[A, 4]`` (x0, y0, x1, y1), ``scores`` ``[A, 91]`` (class 0, the background,
     is never emitted)."""
-    from torchvision.ops import batched_nms
+    from engine.boxes import batched_nms
 
     class_scores = scores[:, 1:]
     top = min(settings.top_k, class_scores.shape[0])

@@ -158,7 +158,8 @@ class FusionFilter(RegionFilter):
         if len(fused) < 2:
             return
         import torch
-        from torchvision.ops import batched_nms
+
+        from engine.boxes import batched_nms
 
         labels = sorted({region.label for region in fused})
         kept = set(

@@ -43,11 +43,14 @@ class NMSFilter(RegionFilter):
         return kinds
 
     def setup(self, worker: WorkerContext = WorkerContext()) -> None:  # noqa: B008
-        import torchvision.ops  # noqa: F401 - pay the import once, not inside the first shard
+        from engine.boxes import torchvision_kernels
+
+        torchvision_kernels()  # loaded once, not inside the first shard
 
     def decide(self, sample: Sample, regions: list[Region]) -> list[Decision]:
         import torch
-        from torchvision.ops import batched_nms
+
+        from engine.boxes import batched_nms
 
         decisions: list[Decision] = [True] * len(regions)
         candidates = [i for i, region in enumerate(regions) if region.kind in self.kinds]
