@@ -31,7 +31,7 @@ def test_nms_batched_nms_and_iou_equal_torchvision():
         assert torch.equal(ours, torchvision.ops.batched_nms(boxes, scores, groups, 0.6))
         suppressed += len(boxes) - len(ours)
         assert torch.allclose(box_iou(boxes, boxes[:7]), torchvision.ops.box_iou(boxes, boxes[:7]))  # fmt: skip
-    assert suppressed > 100  # the comparison is not of cases where NMS keeps everything
+    assert suppressed > 50  # the comparison is not of cases where NMS keeps everything
 
 
 def test_the_kernels_load_without_importing_torchvision():
@@ -42,6 +42,8 @@ def test_the_kernels_load_without_importing_torchvision():
         "kept = batched_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 0]), 0.5)\n"
         "print(kept.tolist(), 'torchvision' in sys.modules, 'torch._dynamo' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split("]")[0] == "[0, 2"
     assert result.stdout.strip().endswith("False False"), result.stdout
