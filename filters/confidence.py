@@ -1,6 +1,7 @@
 """Confidence thresholds: drop regions whose ``score`` is under the threshold that applies
-to them (``low_score``). A threshold for the region's source (``name@version`` or bare
-``name``) wins over one for its kind, which wins over ``default``."""
+to them (``low_score``). A threshold for the region's source (``name@version``, bare
+``name``, or a prefix of the name such as ``student``, which names every iteration's
+student) wins over one for its kind, which wins over ``default``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class ConfidenceFilter(RegionFilter):
     """Args:
     default: threshold for every region not covered below.
     per_kind: thresholds by region kind (``object``, ``ocr``, ``dense``, ``proposal``).
-    per_source: thresholds by source, ``name@version`` or ``name``.
+    per_source: thresholds by source, ``name@version``, ``name`` or a name prefix
+        (``student``: the refinement loop's students, ``student_ssd_i1``, ...).
     """
 
     name: ClassVar[str] = "confidence"
@@ -40,6 +42,9 @@ class ConfidenceFilter(RegionFilter):
         for key in (region.source, bare_name):
             if key in self.per_source:
                 return self.per_source[key]
+        for key, value in self.per_source.items():
+            if bare_name.startswith(key):
+                return value
         return self.per_kind.get(region.kind, self.default)
 
     def decide(self, sample: Sample, regions: list[Region]) -> list[Decision]:

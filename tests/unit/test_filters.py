@@ -112,6 +112,14 @@ def test_confidence_per_source_versioned_beats_bare_name():
     assert outcome(sample) == [(False, "low_score"), (True, None)]
 
 
+def test_confidence_per_source_prefix_names_every_iterations_student():
+    flt = ConfidenceFilter(default=0.3, per_source={"student": 0.5, "student_ssd_i2": 0.7})
+    assert flt.threshold(box(source="student_ssd_i1@2")) == 0.5
+    assert flt.threshold(box(source="student_i3@1")) == 0.5
+    assert flt.threshold(box(source="student_ssd_i2@2")) == 0.7  # a whole name wins
+    assert flt.threshold(box(source="ssd_coco@2")) == 0.3
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
