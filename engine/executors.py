@@ -45,11 +45,11 @@ import math
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.offline import apply_offline_env
 from engine.sources import Shard
@@ -344,14 +344,19 @@ class RayExecutor:
     workers: number of actors (each holds its own loaded models).
     threads_per_worker: CPUs each actor reserves (and its models may use).
     address: a Ray cluster to join (``host:port`` or ``ray://...``); None starts one here.
+    max_shards: a worker that has answered this many tasks (shards, or parts of one) is
+        replaced by a fresh one when its last answer is in, so none is in flight
+        (``run.worker_max_shards``: a guard against memory that a model leaks); 0: never.
     """
 
     name = "ray"
 
-    def __init__(self, workers: int = 2, threads_per_worker: int = 1, address: str | None = None):
+    def __init__(self, workers: int = 2, threads_per_worker: int = 1, address: str | None = None, max_shards: int = 0):  # fmt: skip
         self.workers = workers
         self.threads_per_worker = threads_per_worker
         self.address = address
+        self.max_shards = max_shards  # a worker is replaced after this many shards (0: never)
+        self.new_actor: Callable[[], Any] | None = None  # starts one more worker, once mapping
         self.actors: list = []
         self.pool_actors: list = []
         self.placements: list[dict] = []  # one per model-pool replica, once started
@@ -430,9 +435,8 @@ class RayExecutor:
             actor_class = ray.remote(
                 num_cpus=self.threads_per_worker, max_restarts=-1, max_task_retries=0
             )(ShardWorker)
-            self.actors = [
-                actor_class.remote(processor, policy, notes_name) for _ in range(self.workers)
-            ]
+            self.new_actor = lambda: actor_class.remote(processor, policy, notes_name)
+            self.actors = [self.new_actor() for _ in range(self.workers)]
             yield from Scheduler(self, processor, policy, notes).run(first, queue)
         finally:
             for actor in [*self.actors, *self.pool_actors, *([notes] if notes else [])]:
@@ -456,6 +460,7 @@ class Scheduler:
         self.recoveries = executor.recoveries
         self.suspects: dict = {}  # call -> when its actor was first seen not alive
         self.nodes: dict[int, str | None] = {}  # actor index -> the node it last answered from
+        self.answered: Counter = Counter()  # actor index -> tasks answered (worker_max_shards)
 
     def run(self, first: Shard, queue: Iterator[Shard]) -> Iterator[ShardOutcome]:
         import ray
@@ -547,10 +552,28 @@ class Scheduler:
                     bound_since.pop(index, None)
                     send(bound.pop(index), index)
                 else:
+                    if task is not None:
+                        self.recycle_if_due(index)
                     idle.append(index)
                 outcome = self.succeeded(task, result) if task is not None else None
             if outcome is not None:
                 yield outcome
+
+    def recycle_if_due(self, index: int) -> None:
+        """After actor ``index`` answered a task: when it has answered ``max_shards``, it
+        is killed (it is idle: nothing of it is in flight) and a fresh worker takes its
+        place; tasks sent to it wait for its ``setup()``."""
+        import ray
+
+        self.answered[index] += 1
+        limit = self.executor.max_shards
+        if not limit or self.answered[index] < limit:
+            return
+        ray.kill(self.executor.actors[index], no_restart=True)
+        self.executor.actors[index] = self.executor.new_actor()
+        self.answered[index] = 0
+        self.nodes.pop(index, None)
+        self.recoveries["recycled"] = self.recoveries.get("recycled", 0) + 1
 
     def node_gone(self, index: int) -> bool:
         """Whether the node that actor ``index`` last answered from has left the cluster
@@ -670,4 +693,7 @@ def make_executor(run_config, kind: str | None = None) -> LocalExecutor | RayExe
     ``auto``); None: ``run_config.executor``, where ``auto`` means Ray."""
     if (kind or run_config.executor) == "local":
         return LocalExecutor()
-    return RayExecutor(run_config.workers, run_config.threads_per_worker, run_config.address)
+    return RayExecutor(
+        run_config.workers, run_config.threads_per_worker, run_config.address,
+        run_config.worker_max_shards,
+    )  # fmt: skip

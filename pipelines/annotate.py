@@ -353,7 +353,7 @@ def output_config_hash(config: EngineConfig) -> str:
     workers run them): a resumed run must not mix shards made under two configs."""
     settings = config.to_dict()
     settings.pop("refine", None)  # used by fld refine to build each iteration's own config
-    for key in ("workers", "address", "executor", "local_max_images", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts"):  # fmt: skip
+    for key in ("workers", "address", "executor", "local_max_images", "worker_max_shards", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts"):  # fmt: skip
         settings["run"].pop(key, None)
     settings["input"].pop("download", None)  # how hard to try, not what a fetched image gives
     for annotator in settings["annotators"]:  # where a model runs does not change its rows

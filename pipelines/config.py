@@ -91,6 +91,9 @@ class RunConfig(Strict):
     # take less); else Ray.
     executor: Literal["auto", "ray", "local"] = "auto"
     local_max_images: Annotated[int, Field(ge=0)] = 16
+    # A Ray worker that has done this many shards is replaced by a fresh process once its
+    # last shard is in (a bound on memory a model may leak); 0: never. In-process: unused.
+    worker_max_shards: Annotated[int, Field(ge=0)] = 0
     address: str | None = None
     iteration: Annotated[int, Field(ge=0)] = 0
     # After the commit, merge the iteration's per-shard files into parts of about this many
