@@ -8,8 +8,8 @@ runs, here in-process: ``run.executor=local``), default config, one image per sh
 
 Arms (each a fresh process): ``default`` (glibc malloc as is) and ``arena2``
 (``MALLOC_ARENA_MAX=2``: fewer malloc arenas, a common cure for RSS that creeps in
-multi-threaded processes). The images are ``workload.make_images`` (the demo photos
-cycled, every copy distinct). Per arm: resident memory (``VmRSS``) after every shard; the
+multi-threaded processes). The images are 200 of ``workload.make_images`` (the demo
+photos cycled, every copy distinct), copied under new names up to ``--shards``. Per arm: resident memory (``VmRSS``) after every shard; the
 least-squares slope over the shards after the first ``--warmup`` (allocators and caches
 fill during the first shards; a leak is what goes on growing), in MiB per shard; the rise
 from the end of warm-up to the last shard; peak (``VmHWM``). With ``--tracemalloc``, the
@@ -139,7 +139,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fld-memslope-") as temp:
         work = Path(temp)
         images = work / "images"
-        workload.make_images(args.shards, images)
+        distinct = workload.make_images(min(args.shards, 200), work / "distinct")
+        images.mkdir()
+        for index in range(args.shards):  # copies under new names: one shard each still
+            source = distinct[index % len(distinct)]
+            (images / f"{index:05d}_{source.name}").write_bytes(source.read_bytes())
         arms = {}
         for name in args.arms:
             print(f"memory_slope: arm {name}, {args.shards} shards ...", file=sys.stderr, flush=True)  # fmt: skip
