@@ -30,7 +30,10 @@ def sql_literal(text: str) -> str:
 
 
 def connect(
-    corpus_path: str | Path, iterations: list[int] | None = None, sandbox: bool = False
+    corpus_path: str | Path,
+    iterations: list[int] | None = None,
+    sandbox: bool = False,
+    with_duplicates: bool = True,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table.
 
@@ -52,12 +55,16 @@ def connect(
         paths = [group.files[table] for k in chosen for group in groups[k] if table in group.files]
         if paths:
             files = ", ".join(sql_literal(sql_path(path)) for path in paths)
+            # images: by name, as files written before its hash columns lack them.
+            by_name = ", union_by_name = true" if table == "images" else ""
             connection.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}], hive_partitioning = false)"
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}], hive_partitioning = false{by_name})"
             )
         else:
             connection.register(f"_empty_{table}", TABLES[table].empty_table())
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
+    if with_duplicates:
+        add_duplicates_view(connection, corpus, chosen)
     if sandbox:
         root = (corpus.root.duckdb_uri if remote else str(corpus.root.resolve())).rstrip("/") + "/"
         # DuckDB's default temp directory is ``$CWD/.tmp``, which it adds to the allowed
@@ -69,6 +76,22 @@ def connect(
         connection.execute("SET enable_external_access = false")
         connection.execute("SET lock_configuration = true")
     return connection
+
+
+def add_duplicates_view(connection, corpus: Corpus, iterations: list[int]) -> None:
+    """The view ``duplicates``: the ``iteration=K/duplicates.parquet`` of the chosen
+    iterations that have one (``engine.dedup``), else an empty table of its schema."""
+    from engine.dedup import duplicates_path
+    from engine.schemas import DUPLICATES
+
+    paths = [duplicates_path(corpus, k) for k in iterations]
+    paths = [path for path in paths if path.exists()]
+    if paths:
+        files = ", ".join(sql_literal(sql_path(path)) for path in paths)
+        connection.execute(f"CREATE VIEW duplicates AS SELECT * FROM read_parquet([{files}])")
+    else:
+        connection.register("_empty_duplicates", DUPLICATES.empty_table())
+        connection.execute("CREATE VIEW duplicates AS SELECT * FROM _empty_duplicates")
 
 
 def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:

@@ -154,6 +154,7 @@ class Sample:
     regions: list[Region] = field(default_factory=list)
     texts: list[Text] = field(default_factory=list)
     phrases: list[Phrase] = field(default_factory=list)
+    hashes: dict = field(default_factory=dict)  # pixel_sha256, phash (engine.dedup)
 
     @property
     def kept_regions(self) -> list[Region]:
@@ -183,6 +184,8 @@ class Sample:
             "height": self.height,
             "format": self.format,
             "bytes": self.n_bytes,
+            "pixel_sha256": self.hashes.get("pixel_sha256"),
+            "phash": self.hashes.get("phash"),
         }
 
     def region_rows(self, iteration: int) -> list[dict]:

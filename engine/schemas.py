@@ -36,6 +36,11 @@ IMAGES = pa.schema(
         pa.field("height", pa.int32(), nullable=False),
         pa.field("format", pa.string()),  # Pillow's format name: JPEG, PNG, TIFF, ...
         pa.field("bytes", pa.int64(), nullable=False),  # size of the encoded image in bytes
+        # Duplicate detection (engine/dedup.py): SHA-256 of the decoded pixels and their
+        # shape (32 hex), and the 64-bit DCT perceptual hash as a signed BIGINT, NULL for a
+        # flat image. Both NULL in corpora written before they existed (``fld dedup``).
+        pa.field("pixel_sha256", pa.string()),
+        pa.field("phash", pa.int64()),
     ]
 )
 
@@ -114,6 +119,25 @@ ERRORS = pa.schema(
         ),  # read | decode | <annotator or filter name>
         pa.field("error_type", pa.string(), nullable=False),
         pa.field("message", pa.string(), nullable=False),
+    ]
+)
+
+# An iteration's duplicate groups (``iteration=K/duplicates.parquet``, written by the
+# commit or ``fld dedup``; engine/dedup.py): one row per image in a group of two or more.
+DUPLICATES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("iteration", pa.int32(), nullable=False),
+        pa.field("group_id", pa.string(), nullable=False),  # the representative's image_id
+        pa.field("representative", pa.string(), nullable=False),
+        pa.field("is_representative", pa.bool_(), nullable=False),
+        # perceptual-hash bits from the representative; 0: the same pixels; NULL: a flat
+        # image, grouped by its pixels alone
+        pa.field("distance", pa.int32()),
+        pa.field(
+            "kind", pa.string(), nullable=False
+        ),  # exact (same pixels as the representative) | near
+        pa.field("group_size", pa.int32(), nullable=False),
     ]
 )
 

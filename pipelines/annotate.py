@@ -42,6 +42,7 @@ from tqdm import tqdm
 import engine
 from engine.compact import compact_if_due
 from engine.corpus import Corpus, CorpusError, IterationWriter, check_same_plan, check_same_request
+from engine.dedup import image_hashes, write_duplicates
 from engine.executors import FailurePolicy, ModelPool, make_executor
 from engine.http import DownloadError, DownloadPolicy
 from engine.imaging import DecodeLimits, ImageError, decode_image
@@ -243,7 +244,11 @@ class ShardProcessor:
                 finally:
                     timings["decode"] += time.perf_counter() - began
                 first_uri[image_id] = uri
-                samples.append(Sample(image_id, uri, decoded.pixels, decoded.format, len(data)))
+                sample = Sample(image_id, uri, decoded.pixels, decoded.format, len(data))
+                began = time.perf_counter()
+                sample.hashes = image_hashes(decoded.pixels)  # for the duplicates table
+                timings["hash"] += time.perf_counter() - began
+                samples.append(sample)
         finally:
             reader.close()
         return samples
@@ -353,6 +358,7 @@ def output_config_hash(config: EngineConfig) -> str:
     workers run them): a resumed run must not mix shards made under two configs."""
     settings = config.to_dict()
     settings.pop("refine", None)  # used by fld refine to build each iteration's own config
+    settings.pop("dedup", None)  # groups the committed rows; writes none of the shards'
     for key in ("workers", "address", "executor", "local_max_images", "worker_max_shards", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts"):  # fmt: skip
         settings["run"].pop(key, None)
     settings["input"].pop("download", None)  # how hard to try, not what a fetched image gives
@@ -528,6 +534,11 @@ def annotate_corpus(
         "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
         **(run_notes or {}),
     }
+    if config.dedup.enabled:
+        began = time.perf_counter()
+        settings = config.dedup.model_dump(exclude={"enabled"})
+        run_info["duplicates"] = write_duplicates(corpus, iteration, settings)
+        run_info["duplicates"]["seconds"] = round(time.perf_counter() - began, 3)
     writer.commit(run_info)
     # Committed: the per-shard files (the resume unit) are no longer needed as such; merged
     # into large parts when the iteration is large enough for their number to cost queries.

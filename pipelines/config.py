@@ -402,6 +402,19 @@ class RefineConfig(Strict):
     student_weight: Annotated[float, Field(gt=0.0)] = 1.0  # the student's weight in fusion
 
 
+class DedupConfig(Strict):
+    """Duplicate images (``engine/dedup.py``), grouped when an iteration commits into its
+    ``duplicates`` table: ``enabled``; ``max_distance`` (perceptual-hash bits, of 64, two
+    near-duplicates may differ by); ``exact_limit`` (up to this many hashed images the
+    near pairs are found exactly, by multi-index hashing; above, by ``tables`` keys of
+    sampled bits, which may miss a pair: the iteration's ``run.json`` says how likely)."""
+
+    enabled: bool = True
+    max_distance: Annotated[int, Field(ge=0, le=16)] = 6
+    exact_limit: Annotated[int, Field(ge=0)] = 200_000
+    tables: Annotated[int, Field(ge=1, le=256)] = 24
+
+
 class EngineConfig(Strict):
     decode: DecodeConfig = DecodeConfig()
     input: InputConfig = InputConfig()
@@ -409,6 +422,7 @@ class EngineConfig(Strict):
     annotators: list[AnnotatorSpec] = Field(min_length=1)
     filters: FiltersConfig = FiltersConfig()
     refine: RefineConfig = RefineConfig()
+    dedup: DedupConfig = DedupConfig()
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

@@ -1,0 +1,304 @@
+"""Duplicate images: the two hashes a worker records on every ``images`` row, and the
+grouping of an iteration's images into exact and near-duplicate groups (the
+``duplicates`` table), in DuckDB SQL over the iteration's Parquet files.
+
+Hashes (``image_hashes``, computed once per image during decode):
+
+- ``pixel_sha256``: SHA-256 (first 32 hex digits) of the decoded, upright RGB pixels and
+  their shape: two files with the same pixels (a PNG and a lossless WebP of one picture,
+  the same JPEG with other metadata) have the same one, whatever their container.
+- ``phash``: a 64-bit perceptual hash (the DCT hash of Zauner's thesis, as the
+  ``imagehash`` library's ``phash``): the image in grey (ITU-R 601 luma), resized to 32x32
+  (area averaging), its 2-D DCT, the 8x8 lowest frequencies, one bit per coefficient
+  above their median; stored as a signed BIGINT (the 64 bits as they are). Computed with
+  OpenCV, which the worker has loaded, not ``imagehash`` (measured in ``bench/dedup.py``:
+  the same bits up to rounding, and faster on the worker's numpy array). A flat image (its
+  32x32 grey standard deviation under ``FLAT_STD``: one colour, all black) has no
+  ``phash`` (NULL): its hash would be all but constant and group it with every other flat
+  image; it is grouped only by its exact hash.
+
+Grouping (``find_duplicates``), never a Python loop over pairs:
+
+1. **exact**: images with the same ``pixel_sha256`` (a ``GROUP BY``);
+2. **near**: pairs of images whose ``phash`` differ in at most ``max_distance`` bits
+   (default 6 of 64), found by **multi-index hashing**: the 64 bits are cut into
+   ``max_distance + 1`` bands; two hashes within the distance agree exactly on at least
+   one band (pigeonhole), so candidates are pairs that share a band's value (a join on
+   ``(band, value)``), then each is checked with ``bit_count(a XOR b)``. Exact, but the
+   candidates grow as n^2 / 2^(64 / (max_distance + 1)): with 7 bands of 9-10 bits,
+   about 10^7 candidate pairs at 100,000 random hashes and 10^11 at 10 million. Above
+   ``exact_limit`` images the candidates come instead from **sampled bits**
+   (locality-sensitive hashing by bit sampling): ``tables`` keys of ``key_bits`` bits
+   drawn at random (a fixed seed), each ``phash & mask``; two hashes at distance d share a
+   key with probability C(64 - d, key_bits) / C(64, key_bits) per table, so a pair within
+   the distance may be missed (``sampled_recall`` gives the chance it is found; the
+   result records the mode and these figures);
+3. **groups**: the connected components of the exact and near pairs (an image in both
+   kinds of pair joins one group), by label propagation in SQL (each image takes the
+   smallest image id among its neighbours' until nothing changes); the representative of
+   a group is its largest image (width x height), then the earliest URI; every member
+   gets its distance to the representative (``phash`` bits; 0 for the same pixels) and
+   ``kind``: ``exact`` when its pixels equal the representative's, else ``near``.
+
+The ``duplicates`` table (``engine.schemas.DUPLICATES``) lists every image that belongs to
+a group of two or more, the representative included; an image in no group has no row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+HASH_SIDE = 32  # the grey image the DCT sees
+LOW_FREQUENCIES = 8  # the 8x8 corner of the DCT that makes the 64 bits
+FLAT_STD = 2.0  # grey levels: a 32x32 image this uniform has no perceptual hash
+DEFAULT_MAX_DISTANCE = 6
+DEFAULT_EXACT_LIMIT = 200_000  # images; above, near pairs come from sampled bits
+DEFAULT_TABLES = 24
+SEED = 20261203
+
+
+def pixel_sha256(pixels: np.ndarray) -> str:
+    """SHA-256 of the pixels and their shape, first 32 hex digits (as ``image_id``)."""
+    digest = hashlib.sha256(str(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).data)
+    return digest.hexdigest()[:32]
+
+
+def perceptual_hash(pixels: np.ndarray) -> int | None:
+    """The 64-bit DCT hash of an ``HxWx3`` uint8 RGB image as a signed int64 value, or
+    None for a flat image (see the module docstring). Bit 63 is the DCT's (0, 0)
+    coefficient, then row by row."""
+    import cv2
+
+    grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(grey, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
+    if float(small.std()) < FLAT_STD:
+        return None
+    low = cv2.dct(small)[:LOW_FREQUENCIES, :LOW_FREQUENCIES]
+    bits = (low > np.median(low)).flatten()
+    value = 0
+    for bit in bits:
+        value = (value << 1) | int(bit)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def image_hashes(pixels: np.ndarray) -> dict:
+    """The ``images`` row's hash columns: ``pixel_sha256`` and ``phash``."""
+    return {"pixel_sha256": pixel_sha256(pixels), "phash": perceptual_hash(pixels)}
+
+
+def hamming(a: int, b: int) -> int:
+    return bin((a ^ b) & ((1 << 64) - 1)).count("1")
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def bands(max_distance: int) -> list[tuple[int, int]]:
+    """``max_distance + 1`` contiguous bands covering the 64 bits: (shift, width)."""
+    count = max_distance + 1
+    widths = [64 // count + (1 if i < 64 % count else 0) for i in range(count)]
+    out, shift = [], 0
+    for width in widths:
+        out.append((shift, width))
+        shift += width
+    return out
+
+
+def sampled_masks(tables: int, key_bits: int, seed: int = SEED) -> list[int]:
+    """``tables`` masks of ``key_bits`` bits each, drawn at random (a fixed seed), as
+    signed int64 values."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(tables):
+        chosen = rng.choice(64, size=key_bits, replace=False)
+        value = sum(1 << int(bit) for bit in chosen)
+        masks.append(value - (1 << 64) if value >= 1 << 63 else value)
+    return masks
+
+
+def sampled_key_bits(n_hashes: int) -> int:
+    """Enough bits that a key is shared by chance by about one other hash in 8."""
+    return max(16, min(40, math.ceil(math.log2(max(n_hashes, 2))) + 3))
+
+
+def sampled_recall(distance: int, key_bits: int, tables: int) -> float:
+    """The chance that two hashes ``distance`` bits apart share at least one of ``tables``
+    sampled keys of ``key_bits`` bits."""
+    one = math.comb(64 - distance, key_bits) / math.comb(64, key_bits)
+    return 1 - (1 - one) ** tables
+
+
+def sql_int64(value: int) -> str:
+    return f"{value}::BIGINT"
+
+
+def near_pair_sql(max_distance: int, mode: str, masks: list[int]) -> str:
+    """SQL of the near pairs ``(a, b, distance)`` (``a < b``, image ids) over the view
+    ``hashed(image_id, phash)``, candidates from bands (``exact``) or sampled masks."""
+    if mode == "exact":
+        keys = " UNION ALL ".join(
+            f"SELECT image_id, phash, {index} AS band, "
+            f"(phash >> {shift}) & {sql_int64((1 << width) - 1)} AS key FROM hashed"
+            for index, (shift, width) in enumerate(bands(max_distance))
+        )
+    else:
+        keys = " UNION ALL ".join(
+            f"SELECT image_id, phash, {index} AS band, phash & {sql_int64(mask)} AS key FROM hashed"  # fmt: skip
+            for index, mask in enumerate(masks)
+        )
+    return f"""
+        WITH keys AS ({keys})
+        SELECT DISTINCT a.image_id AS a, b.image_id AS b,
+               bit_count(xor(a.phash, b.phash))::INTEGER AS distance
+        FROM keys a JOIN keys b ON a.band = b.band AND a.key = b.key AND a.image_id < b.image_id
+        WHERE bit_count(xor(a.phash, b.phash)) <= {max_distance}
+    """
+
+
+def find_duplicates(connection, images_sql: str, settings: dict | None = None) -> tuple[object, dict]:  # fmt: skip
+    """Group the images of ``images_sql`` (a query with ``image_id``, ``uri``, ``width``,
+    ``height``, ``pixel_sha256``, ``phash``) on a DuckDB ``connection``. Returns (a pyarrow
+    table of ``engine.schemas.DUPLICATES`` rows without ``iteration``, facts: counts, the
+    mode and, for sampled bits, its recall figures). ``settings``: ``max_distance``,
+    ``exact_limit``, ``tables``."""
+    settings = {"max_distance": DEFAULT_MAX_DISTANCE, "exact_limit": DEFAULT_EXACT_LIMIT,
+                "tables": DEFAULT_TABLES, **(settings or {})}  # fmt: skip
+    max_distance = int(settings["max_distance"])
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE dedup_images AS {images_sql}")
+    connection.execute(
+        "CREATE OR REPLACE TEMP VIEW hashed AS "
+        "SELECT image_id, phash FROM dedup_images WHERE phash IS NOT NULL"
+    )
+    n_hashed = connection.execute("SELECT count(*) FROM hashed").fetchone()[0]
+    facts: dict = {"images": connection.execute("SELECT count(*) FROM dedup_images").fetchone()[0],
+                   "hashed": n_hashed, "max_distance": max_distance}  # fmt: skip
+    if n_hashed <= settings["exact_limit"]:
+        mode, masks = "exact", []
+        facts["near_mode"] = "multi-index hashing, exact"
+    else:
+        key_bits = sampled_key_bits(n_hashed)
+        masks = sampled_masks(int(settings["tables"]), key_bits)
+        mode = "sampled"
+        facts["near_mode"] = (
+            f"sampled bits: {len(masks)} keys of {key_bits} bits; chance a pair d bits apart "
+            "is found: "
+            + ", ".join(
+                f"d={d} {sampled_recall(d, key_bits, len(masks)):.3f}"
+                for d in range(1, max_distance + 1)
+            )  # fmt: skip
+        )
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE dedup_pairs AS
+        SELECT a.image_id AS a, b.image_id AS b, 0 AS distance
+        FROM dedup_images a JOIN dedup_images b
+          ON a.pixel_sha256 = b.pixel_sha256 AND a.image_id < b.image_id
+        UNION
+        SELECT a, b, distance FROM ({near_pair_sql(max_distance, mode, masks)})"""
+    )
+    facts["pairs"] = connection.execute("SELECT count(*) FROM dedup_pairs").fetchone()[0]
+    label_components(connection)
+    table = connection.sql(
+        """
+        WITH members AS (
+            SELECT c.image_id, c.component, i.uri, i.width, i.height, i.pixel_sha256, i.phash
+            FROM dedup_components c JOIN dedup_images i USING (image_id)
+        ),
+        ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY component
+                ORDER BY width::BIGINT * height DESC, uri, image_id) AS place,
+                count(*) OVER (PARTITION BY component) AS size
+            FROM members
+        ),
+        representatives AS (SELECT component, image_id, pixel_sha256, phash FROM ranked WHERE place = 1)
+        SELECT m.image_id, r.image_id AS group_id, r.image_id AS representative,
+               (m.image_id = r.image_id) AS is_representative,
+               CASE WHEN m.pixel_sha256 = r.pixel_sha256 THEN 0
+                    WHEN m.phash IS NULL OR r.phash IS NULL THEN NULL
+                    ELSE bit_count(xor(m.phash, r.phash))::INTEGER END AS distance,
+               CASE WHEN m.pixel_sha256 = r.pixel_sha256 THEN 'exact' ELSE 'near' END AS kind,
+               m.size::INTEGER AS group_size
+        FROM ranked m JOIN representatives r USING (component)
+        WHERE m.size > 1
+        ORDER BY group_id, is_representative DESC, m.image_id
+        """
+    ).to_arrow_table()
+    facts["groups"] = connection.execute(
+        "SELECT count(DISTINCT component) FROM dedup_components"
+    ).fetchone()[0]
+    facts["duplicates"] = table.num_rows - facts["groups"]  # members that are not representatives
+    return table, facts
+
+
+def label_components(connection) -> None:
+    """``dedup_components(image_id, component)``: for every image in a pair, the smallest
+    image id of its connected component (label propagation over ``dedup_pairs``, in SQL,
+    until no label changes; each round is a join over the pairs, so the rounds are the
+    longest chain's length, a handful for groups of copies)."""
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE dedup_components AS
+        SELECT image_id, min(other) AS component FROM (
+            SELECT a AS image_id, least(a, b) AS other FROM dedup_pairs
+            UNION ALL SELECT b, least(a, b) FROM dedup_pairs
+        ) GROUP BY image_id"""
+    )
+    while True:
+        connection.execute(
+            """CREATE OR REPLACE TEMP TABLE dedup_next AS
+            SELECT c.image_id, least(c.component, coalesce(min(n.component), c.component)) AS component
+            FROM dedup_components c
+            LEFT JOIN (
+                SELECT p.a AS image_id, c.component FROM dedup_pairs p JOIN dedup_components c ON c.image_id = p.b
+                UNION ALL
+                SELECT p.b, c.component FROM dedup_pairs p JOIN dedup_components c ON c.image_id = p.a
+            ) n USING (image_id)
+            GROUP BY c.image_id, c.component"""
+        )
+        changed = connection.execute(
+            "SELECT count(*) FROM dedup_next n JOIN dedup_components c USING (image_id) "
+            "WHERE n.component <> c.component"
+        ).fetchone()[0]
+        connection.execute("CREATE OR REPLACE TEMP TABLE dedup_components AS SELECT * FROM dedup_next")  # fmt: skip
+        if not changed:
+            return
+
+
+# --------------------------------------------------------------------------- the table
+
+DUPLICATES_FILE = "duplicates.parquet"
+
+
+def duplicates_path(corpus, iteration: int):
+    return corpus.iteration_dir(iteration) / DUPLICATES_FILE
+
+
+def write_duplicates(corpus, iteration: int, settings: dict | None = None) -> dict:
+    """Group ``iteration``'s images (its shard or part files, committed or not) and write
+    ``iteration=K/duplicates.parquet``; returns the facts (``find_duplicates``). Images
+    without hashes (a corpus written before them, or images of ``fld dedup`` not yet
+    hashed) are grouped by nothing."""
+    import pyarrow as pa
+
+    from engine.corpus import atomic_write_parquet
+    from engine.query import connect
+    from engine.schemas import DUPLICATES
+
+    connection = connect(corpus.root, [iteration], with_duplicates=False)
+    try:
+        columns = {row[0] for row in connection.execute("DESCRIBE images").fetchall()}
+        if {"pixel_sha256", "phash"} <= columns:
+            hashes = "pixel_sha256, phash"
+        else:  # written before the hashes existed: `fld dedup` hashes it
+            hashes = "NULL::VARCHAR AS pixel_sha256, NULL::BIGINT AS phash"
+        images_sql = f"SELECT image_id, uri, width, height, {hashes} FROM images"
+        table, facts = find_duplicates(connection, images_sql, settings)
+    finally:
+        connection.close()
+    table = table.append_column("iteration", pa.array([iteration] * table.num_rows, pa.int32()))
+    table = table.select(DUPLICATES.names).cast(DUPLICATES)
+    atomic_write_parquet(duplicates_path(corpus, iteration), table)
+    return facts
