@@ -34,9 +34,12 @@ def connect(
     iterations: list[int] | None = None,
     sandbox: bool = False,
     with_duplicates: bool = True,
+    skip_duplicates: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table.
 
+    ``skip_duplicates``: the tables leave out the rows of images that are copies of another
+    in their iteration (``engine.dedup``; the ``_all_<table>`` views keep them).
     ``sandbox``: for statements from users (``fld sql``). Once the views exist, the
     connection may read only files under the corpus folder and write none: DuckDB's
     ``allowed_directories`` with ``enable_external_access = false`` (so ``COPY ... TO``,
@@ -63,8 +66,18 @@ def connect(
         else:
             connection.register(f"_empty_{table}", TABLES[table].empty_table())
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
-    if with_duplicates:
+    if with_duplicates or skip_duplicates:
         add_duplicates_view(connection, corpus, chosen)
+    if skip_duplicates:
+        # Every table without the rows of images that are copies (members of a duplicate
+        # group that are not its representative), as exports and reports count.
+        for table in TABLES:
+            connection.execute(f"ALTER VIEW {table} RENAME TO _all_{table}")
+            connection.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM _all_{table} t WHERE NOT EXISTS ("
+                "SELECT 1 FROM duplicates d WHERE d.image_id = t.image_id "
+                "AND d.iteration = t.iteration AND NOT d.is_representative)"
+            )
     if sandbox:
         root = (corpus.root.duckdb_uri if remote else str(corpus.root.resolve())).rstrip("/") + "/"
         # DuckDB's default temp directory is ``$CWD/.tmp``, which it adds to the allowed
@@ -303,6 +316,15 @@ STATS_QUERIES: dict[str, str] = {
     "errors by stage and type": """
         SELECT iteration, stage, error_type, count(*) AS rows
         FROM errors GROUP BY ALL ORDER BY iteration, rows DESC, stage, error_type""",
+    # engine/dedup.py: groups of copies; exports, the report and the students take the
+    # representatives only unless told otherwise.
+    "duplicate images (groups of copies)": """
+        SELECT iteration, count(DISTINCT group_id) AS groups,
+               count_if(NOT is_representative)::BIGINT AS duplicates,
+               count_if(NOT is_representative AND kind = 'exact')::BIGINT AS exact,
+               count_if(NOT is_representative AND kind = 'near')::BIGINT AS near,
+               max(group_size) AS largest_group
+        FROM duplicates GROUP BY ALL ORDER BY iteration""",
 }
 
 

@@ -9,8 +9,8 @@
     fld sql CORPUS "SELECT ..." [--format table|csv|json|parquet] [--out FILE] [--limit N]
             [--timeout S]
     fld show CORPUS IMAGE_ID_OR_URI --out FILE.png [--iteration K] [--all]
-    fld export CORPUS --format florence2|coco|yolo --out DIR [--iteration K] [--include-dropped]
-    fld report CORPUS --out report.html [--samples N]
+    fld export CORPUS --format florence2|coco|yolo --out DIR [--iteration K] [--include-dropped] [--keep-duplicates]
+    fld report CORPUS --out report.html [--samples N] [--keep-duplicates]
     fld refine CORPUS --iterations N [--config FILE] [--epochs N] [--set KEY=VALUE ...]
     fld diff CORPUS A B
     fld eval CORPUS --gt COCO.json [--iteration K] [--no-write]
@@ -245,6 +245,7 @@ def command_export(args: argparse.Namespace) -> int:
             iteration=args.iteration,
             include_dropped=args.include_dropped,
             overwrite=args.overwrite,
+            keep_duplicates=args.keep_duplicates,
             **options,
         )
     except ExportError as exc:
@@ -268,7 +269,7 @@ def command_report(args: argparse.Namespace) -> int:
     check_writable(str(Path(args.out).resolve().parent))
     from pipelines.report import write_report
 
-    path = write_report(args.corpus, args.out, samples=args.samples)
+    path = write_report(args.corpus, args.out, args.samples, args.keep_duplicates)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
@@ -520,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an earlier export in --out"
     )
     export.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="also export the copies in a duplicate group, not only its representative",
+    )
+    export.add_argument(
         "--val-fraction",
         type=float,
         default=0.1,
@@ -536,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("corpus")
     report.add_argument("--out", required=True, help="HTML file to write")
     report.add_argument("--samples", type=int, default=6, help="images in the gallery (default 6)")
+    report.add_argument(
+        "--keep-duplicates", action="store_true", help="count copies in duplicate groups too"
+    )
     report.set_defaults(handler=command_report)
 
     refine = commands.add_parser(

@@ -400,6 +400,8 @@ class RefineConfig(Strict):
     student: StudentConfig = StudentConfig()
     rerun_specialists: bool = False  # run the specialists again instead of replaying their rows
     student_weight: Annotated[float, Field(gt=0.0)] = 1.0  # the student's weight in fusion
+    # Train on the copies in duplicate groups too (default: their representatives only).
+    keep_duplicates: bool = False
 
 
 class DedupConfig(Strict):

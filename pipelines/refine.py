@@ -329,6 +329,7 @@ def train_student(
     export = export_corpus(
         corpus.root, "yolo", data_dir, iteration=iteration - 1, overwrite=True,
         val_fraction=student.val_fraction, include_ocr=False,
+        keep_duplicates=config.refine.keep_duplicates,
     )  # fmt: skip
     if export["counts"]["boxes"] == 0:
         raise NoTrainingLabels(
@@ -416,7 +417,9 @@ def train_ssd_student_of(
     if done:
         examples, stats = [], {}
     else:
-        examples, stats = corpus_examples(corpus, iteration - 1, settings)
+        examples, stats = corpus_examples(
+            corpus, iteration - 1, settings, config.refine.keep_duplicates
+        )
         if not stats["boxes"]:
             raise NoTrainingLabels(
                 f"iteration {iteration - 1} kept no object region with a COCO label and a score "

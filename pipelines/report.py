@@ -101,11 +101,13 @@ class Section:
 
 
 class Report:
-    def __init__(self, corpus_path: str | Path, samples: int = 6):
+    def __init__(self, corpus_path: str | Path, samples: int = 6, keep_duplicates: bool = False):
+        """``keep_duplicates``: count the copies in duplicate groups too (by default the
+        tables are read without them: ``engine.query.connect(skip_duplicates=True)``)."""
         self.corpus = Corpus(corpus_path)
         self.iterations = self.corpus.select_iterations()
         self.latest = self.iterations[-1]
-        self.connection = connect(corpus_path)
+        self.connection = connect(corpus_path, skip_duplicates=not keep_duplicates)
         self.samples = samples
 
     def rows(self, query: str, parameters: list | None = None) -> list[tuple]:
@@ -405,8 +407,12 @@ def jpeg_data_uri(image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def write_report(corpus_path: str | Path, out: str | Path, samples: int = 6) -> Path:
-    """Write the report of ``corpus_path`` to ``out`` (one HTML file); returns its path."""
+def write_report(
+    corpus_path: str | Path, out: str | Path, samples: int = 6, keep_duplicates: bool = False
+) -> Path:
+    """Write the report of ``corpus_path`` to ``out`` (one HTML file); returns its path.
+    Copies of an image (duplicate groups' members that are not the representative) are
+    not counted unless ``keep_duplicates``."""
     import matplotlib
 
     from engine.corpus import atomic_write_bytes
@@ -416,6 +422,6 @@ def write_report(corpus_path: str | Path, out: str | Path, samples: int = 6) -> 
     # Labels are the corpus's data: a "$" in one must not be read as mathtext (a label like
     # "$\\frac{a}{$" made the report crash).
     with matplotlib.rc_context({"text.parse_math": False}):
-        html = Report(corpus_path, samples).html()
+        html = Report(corpus_path, samples, keep_duplicates).html()
     atomic_write_bytes(out, html.encode("utf-8"))
     return out

@@ -91,13 +91,17 @@ def coco_id(label: str) -> int | None:
     return COCO_IDS.get(" ".join(label.lower().replace("_", " ").split()))
 
 
-def corpus_examples(corpus: Corpus, iteration: int, settings) -> tuple[list[TrainingImage], dict]:
+def corpus_examples(
+    corpus: Corpus, iteration: int, settings, keep_duplicates: bool = False
+) -> tuple[list[TrainingImage], dict]:
     """Every image of committed ``iteration`` with its pseudo-labels (see the module
     docstring; ``settings``: ``min_label_score``, ``ignore_score``), in URI order, and
-    counts of what was read."""
+    counts of what was read; copies of another image left out unless ``keep_duplicates``."""
     from engine.query import connect
 
-    connection = connect(corpus.root, [iteration])
+    # Copies of an image (duplicate groups' members that are not the representative) are
+    # left out unless ``keep_duplicates``: a student would see them as more examples.
+    connection = connect(corpus.root, [iteration], skip_duplicates=not keep_duplicates)
     try:
         rows = connection.execute(
             "SELECT i.uri, r.label, r.score, r.kept, r.x0, r.y0, r.x1, r.y1 FROM images i "

@@ -64,16 +64,19 @@ def export_corpus(
     iteration: int | None = None,
     include_dropped: bool = False,
     overwrite: bool = False,
+    keep_duplicates: bool = False,
     **options,
 ) -> dict:
     """Export one committed iteration (default: the latest) of ``corpus`` as ``fmt`` into
-    ``out``; returns the summary also written to ``out/export.json``."""
+    ``out``; returns the summary also written to ``out/export.json``. Images that are
+    copies of another (not the representative of their duplicate group: ``engine.dedup``)
+    are left out unless ``keep_duplicates``."""
     if fmt not in FORMATS:
         raise ExportError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     val_fraction = options.get("val_fraction", 0.1)
     if fmt == "yolo" and not 0.0 <= val_fraction < 1.0:
         raise ExportError(f"--val-fraction: {val_fraction} is not in [0, 1)")
-    reader = CorpusReader(corpus, iteration, include_dropped=include_dropped)
+    reader = CorpusReader(corpus, iteration, include_dropped=include_dropped, keep_duplicates=keep_duplicates)  # fmt: skip
     out = Path(out)
     prepare_out(out, overwrite)
     started = time.perf_counter()
@@ -94,6 +97,8 @@ def export_corpus(
         "corpus": str(location(str(corpus)).resolve()),
         "iteration": reader.iteration,
         "include_dropped": include_dropped,
+        "keep_duplicates": keep_duplicates,
+        "duplicates_skipped": reader.skipped_duplicates,
         "options": {key: value for key, value in options.items() if value is not None},
         "counts": counts,
         "files": sorted(

@@ -58,11 +58,44 @@ class CorpusReader:
         iteration: int | None = None,
         include_dropped: bool = False,
         batch_rows: int = 2048,
+        keep_duplicates: bool = False,
     ):
+        """``keep_duplicates``: also the images of a duplicate group that are not its
+        representative (``engine.dedup``); by default they are skipped (and counted in
+        ``skipped_duplicates``)."""
         self.corpus = Corpus(corpus_path)
         self.iteration = self.corpus.select_iteration(iteration)
         self.include_dropped = include_dropped
         self.batch_rows = batch_rows
+        self.keep_duplicates = keep_duplicates
+        self.skipped_duplicates = 0
+        self._groups: dict[str, tuple[str, bool]] | None = None
+
+    def duplicate_groups(self) -> dict[str, tuple[str, bool]]:
+        """image_id -> (group_id, is_representative) for every image in a duplicate group
+        of this iteration (its ``duplicates.parquet``; none: an empty mapping). Held in
+        memory: one entry per member of a group, not per image."""
+        if self._groups is None:
+            from engine.dedup import duplicates_path
+
+            path = duplicates_path(self.corpus, self.iteration)
+            self._groups = {}
+            if path.exists():
+                connection = duckdb_connection(self.corpus.root)
+                try:
+                    rows = connection.execute(
+                        "SELECT image_id, group_id, is_representative FROM "
+                        f"read_parquet({sql_literal(sql_path(path))})"
+                    ).fetchall()
+                finally:
+                    connection.close()
+                self._groups = {image_id: (group, first) for image_id, group, first in rows}
+        return self._groups
+
+    def split_key(self, image_id: str) -> str:
+        """What a train/validation split hashes: the duplicate group's id, so that the
+        copies of one image never fall on both sides; the image's own id otherwise."""
+        return self.duplicate_groups().get(image_id, (image_id, True))[0]
 
     @property
     def kept_condition(self) -> str:
@@ -140,7 +173,12 @@ class CorpusReader:
         pending: dict[str, tuple[tuple[int, str], list[dict]] | None] = {
             name: next_group(stream) for name, stream in streams.items()
         }
+        groups = self.duplicate_groups()
         for key, image_rows in images:
+            membership = groups.get(key[1])
+            if membership is not None and not membership[1] and not self.keep_duplicates:
+                self.skipped_duplicates += 1  # its rows are passed over below, with the next key
+                continue
             found = ImageAnnotations(image=image_rows[0])
             for name, stream in streams.items():
                 # rows of images that the images table lacks (none in a sound corpus) are skipped

@@ -158,7 +158,7 @@ def export_yolo(
                     lines.append(line)
                     per_class[key[1]] += 1
             (labels_dir / f"{path.stem}.txt").write_text("".join(f"{x}\n" for x in lines))
-            split = "val" if in_val(image["image_id"], val_fraction) else "train"
+            split = "val" if in_val(reader.split_key(image["image_id"]), val_fraction) else "train"
             split_files[split].write(f"./images/{path.name}\n")
             counts[split] += 1
             counts["boxes"] += len(lines)
