@@ -270,6 +270,14 @@ def label_components(connection) -> None:
 # --------------------------------------------------------------------------- the table
 
 DUPLICATES_FILE = "duplicates.parquet"
+HASHES_DIR = "_dedup"  # fld dedup's hashes of a corpus written before images had them
+
+
+def hashes_schema():
+    import pyarrow as pa
+
+    return pa.schema([pa.field("image_id", pa.string(), nullable=False),
+                      pa.field("pixel_sha256", pa.string()), pa.field("phash", pa.int64())])  # fmt: skip
 
 
 def duplicates_path(corpus, iteration: int):
@@ -284,17 +292,28 @@ def write_duplicates(corpus, iteration: int, settings: dict | None = None) -> di
     import pyarrow as pa
 
     from engine.corpus import atomic_write_parquet
-    from engine.query import connect
+    from engine.query import connect, sql_literal
     from engine.schemas import DUPLICATES
+    from engine.storage import sql_path
 
     connection = connect(corpus.root, [iteration], with_duplicates=False)
     try:
         columns = {row[0] for row in connection.execute("DESCRIBE images").fetchall()}
         if {"pixel_sha256", "phash"} <= columns:
             hashes = "pixel_sha256, phash"
-        else:  # written before the hashes existed: `fld dedup` hashes it
+        else:  # written before the hashes existed: NULL unless `fld dedup` hashed them
             hashes = "NULL::VARCHAR AS pixel_sha256, NULL::BIGINT AS phash"
         images_sql = f"SELECT image_id, uri, width, height, {hashes} FROM images"
+        side = corpus.iteration_dir(iteration) / HASHES_DIR
+        side_files = [p for p in side.iterdir() if p.name.endswith(".parquet")] if side.exists() else []  # fmt: skip
+        if side_files:
+            listed = ", ".join(sql_literal(sql_path(path)) for path in sorted(side_files, key=str))
+            images_sql = (
+                "SELECT b.image_id, b.uri, b.width, b.height, "
+                "coalesce(b.pixel_sha256, h.pixel_sha256) AS pixel_sha256, "
+                f"coalesce(b.phash, h.phash) AS phash FROM ({images_sql}) b "
+                f"LEFT JOIN read_parquet([{listed}]) h USING (image_id)"
+            )
         table, facts = find_duplicates(connection, images_sql, settings)
     finally:
         connection.close()

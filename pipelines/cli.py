@@ -1,9 +1,10 @@
-"""The ``fld`` command line: run, doctor, stats, compact, sql, show, export, report, refine, diff, eval.
+"""The ``fld`` command line: run, doctor, dedup, stats, compact, sql, show, export, report, refine, diff, eval.
 
     fld run INPUT --out CORPUS [--config FILE] [--workers N] [--address ADDR]
                   [--shard-size N] [--batch-size N] [--executor auto|ray|local] [--set KEY=VALUE ...]
     fld doctor [--config FILE] [--set KEY=VALUE ...]
     fld verify CORPUS [--iteration K]
+    fld dedup CORPUS [--iteration K] [--max-distance N] [--quiet]
     fld stats CORPUS
     fld compact CORPUS [--iteration K] [--target-rows N]
     fld sql CORPUS "SELECT ..." [--format table|csv|json|parquet] [--out FILE] [--limit N]
@@ -169,6 +170,21 @@ def command_verify(args: argparse.Namespace) -> int:
         f"{len(problems)} problem(s)"
     )
     return 1 if problems else 0
+
+
+def command_dedup(args: argparse.Namespace) -> int:
+    from engine.corpus import CorpusLock
+    from pipelines.dedup import dedup_corpus
+
+    settings = {} if args.max_distance is None else {"max_distance": args.max_distance}
+    with CorpusLock.at(args.corpus, "dedup"):
+        facts = dedup_corpus(args.corpus, args.iteration, settings, not args.quiet)
+    print(
+        f"iteration {facts['iteration']}: {facts['groups']} duplicate groups, "
+        f"{facts['duplicates']} copies of {facts['images']} images "
+        f"({facts['hashed_now']} hashed now; near pairs: {facts['near_mode']})"
+    )
+    return 0
 
 
 def command_stats(args: argparse.Namespace) -> int:
@@ -451,6 +467,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("corpus")
     verify.add_argument("--iteration", type=int, help="only this iteration")
     verify.set_defaults(handler=command_verify)
+
+    dedup = commands.add_parser(
+        "dedup",
+        help="group an iteration's duplicate images again (hashing them if written before hashes)",
+    )
+    dedup.add_argument("corpus")
+    dedup.add_argument("--iteration", type=int, help="default: the latest committed")
+    dedup.add_argument(
+        "--max-distance", type=int, help="perceptual-hash bits (dedup.max_distance, 6)"
+    )
+    dedup.add_argument("--quiet", action="store_true", help="no progress bar")
+    dedup.set_defaults(handler=command_dedup)
 
     stats = commands.add_parser("stats", help="label statistics of the committed iterations")
     stats.add_argument("corpus")
