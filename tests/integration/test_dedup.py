@@ -1,0 +1,95 @@
+"""Duplicate images end to end: copies across shards are grouped when the iteration
+commits, ``fld stats`` counts them, exports and the report skip them unless told, and a
+corpus written before images had hashes gets them from ``fld dedup``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from engine.query import connect
+from tests.fixtures.common import DEMO_IMAGES, run_fld
+
+SSD_ONLY = [
+    "--set", "annotators=[{name: ssd_coco}]",
+    "--set", "filters.text_complexity.enabled=false",
+    "--set", "filters.phrase_confidence.enabled=false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dedup")
+    photos = root / "photos"
+    photos.mkdir()
+    for name in ("bus.jpg", "zidane.jpg", "coffee.jpg", "sign.png"):
+        shutil.copy(DEMO_IMAGES / name, photos / name)
+    bus = Image.open(DEMO_IMAGES / "bus.jpg")
+    bus.save(photos / "z1_bus_q35.jpg", quality=35)  # re-encoded
+    bus.resize((bus.width // 2, bus.height // 2)).save(photos / "z2_bus_half.jpg", quality=90)
+    Image.open(DEMO_IMAGES / "sign.png").save(photos / "z3_sign.webp", lossless=True)  # same pixels
+    out = root / "corpus"
+    # Two images per shard: every copy is in another shard than its original.
+    run_fld("run", str(photos), "--out", str(out), "--shard-size", "2", "--quiet", *SSD_ONLY, timeout=600)  # fmt: skip
+    return out
+
+
+def uri_groups(out) -> dict[str, tuple[str, bool, str]]:
+    rows = (
+        connect(out)
+        .execute(
+            "SELECT i.uri, r.uri, d.is_representative, d.kind FROM duplicates d "
+            "JOIN images i USING (image_id) JOIN images r ON r.image_id = d.representative"
+        )
+        .fetchall()
+    )
+    return {uri.rsplit("/", 1)[1]: (rep.rsplit("/", 1)[1], first, kind) for uri, rep, first, kind in rows}  # fmt: skip
+
+
+def test_copies_across_shards_are_grouped_with_their_original(corpus):
+    groups = uri_groups(corpus)
+    assert groups == {
+        "bus.jpg": ("bus.jpg", True, "exact"),
+        "z1_bus_q35.jpg": ("bus.jpg", False, "near"),
+        "z2_bus_half.jpg": ("bus.jpg", False, "near"),
+        "sign.png": ("sign.png", True, "exact"),
+        "z3_sign.webp": ("sign.png", False, "exact"),
+    }
+    run = json.loads((corpus / "iteration=0" / "run.json").read_text())
+    assert run["duplicates"]["groups"] == 2 and run["duplicates"]["duplicates"] == 3
+    stats = run_fld("stats", str(corpus)).stdout
+    section = stats.split("== duplicate images (groups of copies) ==")[1]
+    assert section.split("\n")[3].split() == ["0", "2", "3", "1", "2", "3"]
+
+
+def test_exports_and_the_report_skip_copies_unless_told(corpus, tmp_path):
+    run_fld("export", str(corpus), "--format", "coco", "--out", str(tmp_path / "coco"))
+    images = json.loads((tmp_path / "coco" / "instances.json").read_text())["images"]
+    assert sorted(i["file_name"].rsplit("/", 1)[-1] for i in images) == [
+        "bus.jpg", "coffee.jpg", "sign.png", "zidane.jpg",
+    ]  # fmt: skip
+    summary = json.loads((tmp_path / "coco" / "export.json").read_text())
+    assert summary["duplicates_skipped"] == 3
+    run_fld("export", str(corpus), "--format", "coco", "--out", str(tmp_path / "all"), "--keep-duplicates")  # fmt: skip
+    assert len(json.loads((tmp_path / "all" / "instances.json").read_text())["images"]) == 7
+    connection = connect(corpus, skip_duplicates=True)
+    assert connection.execute("SELECT count(*) FROM images").fetchone()[0] == 4
+    assert connection.execute("SELECT count(*) FROM _all_images").fetchone()[0] == 7
+
+
+def test_a_corpus_written_before_hashes_gets_them_from_fld_dedup(corpus, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(corpus, old)
+    (old / "iteration=0" / "duplicates.parquet").unlink()
+    for path in (old / "iteration=0" / "images").glob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns(["pixel_sha256", "phash"]), path)
+    assert connect(old).execute("SELECT count(*) FROM duplicates").fetchone()[0] == 0
+    result = run_fld("dedup", str(old), "--quiet")
+    assert "2 duplicate groups, 3 copies of 7 images (7 hashed now" in result.stdout
+    assert uri_groups(old) == uri_groups(corpus)
+    again = run_fld("dedup", str(old), "--quiet")  # resumed: nothing to hash again
+    assert "(0 hashed now" in again.stdout
