@@ -55,7 +55,7 @@ HASH_SIDE = 32  # the grey image the DCT sees
 LOW_FREQUENCIES = 8  # the 8x8 corner of the DCT that makes the 64 bits
 FLAT_STD = 2.0  # grey levels: a 32x32 image this uniform has no perceptual hash
 DEFAULT_MAX_DISTANCE = 6
-DEFAULT_EXACT_LIMIT = 200_000  # images; above, near pairs come from sampled bits
+DEFAULT_EXACT_LIMIT = 100_000  # images; above, near pairs come from sampled bits
 DEFAULT_TABLES = 24
 SEED = 20261203
 
@@ -137,27 +137,15 @@ def sql_int64(value: int) -> str:
     return f"{value}::BIGINT"
 
 
-def near_pair_sql(max_distance: int, mode: str, masks: list[int]) -> str:
-    """SQL of the near pairs ``(a, b, distance)`` (``a < b``, image ids) over the view
-    ``hashed(image_id, phash)``, candidates from bands (``exact``) or sampled masks."""
+def key_expressions(max_distance: int, mode: str, masks: list[int]) -> list[str]:
+    """One SQL expression of ``phash`` per candidate key: the bands of multi-index hashing
+    (``exact``) or the sampled masks."""
     if mode == "exact":
-        keys = " UNION ALL ".join(
-            f"SELECT image_id, phash, {index} AS band, "
-            f"(phash >> {shift}) & {sql_int64((1 << width) - 1)} AS key FROM hashed"
-            for index, (shift, width) in enumerate(bands(max_distance))
-        )
-    else:
-        keys = " UNION ALL ".join(
-            f"SELECT image_id, phash, {index} AS band, phash & {sql_int64(mask)} AS key FROM hashed"  # fmt: skip
-            for index, mask in enumerate(masks)
-        )
-    return f"""
-        WITH keys AS ({keys})
-        SELECT DISTINCT a.image_id AS a, b.image_id AS b,
-               bit_count(xor(a.phash, b.phash))::INTEGER AS distance
-        FROM keys a JOIN keys b ON a.band = b.band AND a.key = b.key AND a.image_id < b.image_id
-        WHERE bit_count(xor(a.phash, b.phash)) <= {max_distance}
-    """
+        return [
+            f"(phash >> {shift}) & {sql_int64((1 << width) - 1)}"
+            for shift, width in bands(max_distance)
+        ]
+    return [f"phash & {sql_int64(mask)}" for mask in masks]
 
 
 def find_duplicates(connection, images_sql: str, settings: dict | None = None) -> tuple[object, dict]:  # fmt: skip
@@ -165,16 +153,23 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
     ``height``, ``pixel_sha256``, ``phash``) on a DuckDB ``connection``. Returns (a pyarrow
     table of ``engine.schemas.DUPLICATES`` rows without ``iteration``, facts: counts, the
     mode and, for sampled bits, its recall figures). ``settings``: ``max_distance``,
-    ``exact_limit``, ``tables``."""
+    ``exact_limit``, ``tables``.
+
+    Images are numbered (``n``) first, so that keys, pairs and components are integers;
+    one key at a time, the rows whose key no other row has are dropped before the join
+    (most of them), which bounds both the work and the memory to the candidate pairs."""
     settings = {"max_distance": DEFAULT_MAX_DISTANCE, "exact_limit": DEFAULT_EXACT_LIMIT,
                 "tables": DEFAULT_TABLES, **(settings or {})}  # fmt: skip
     max_distance = int(settings["max_distance"])
-    connection.execute(f"CREATE OR REPLACE TEMP TABLE dedup_images AS {images_sql}")
     connection.execute(
-        "CREATE OR REPLACE TEMP VIEW hashed AS "
-        "SELECT image_id, phash FROM dedup_images WHERE phash IS NOT NULL"
+        f"CREATE OR REPLACE TEMP TABLE dedup_images AS "
+        f"SELECT (row_number() OVER ())::INTEGER AS n, * FROM ({images_sql})"
     )
-    n_hashed = connection.execute("SELECT count(*) FROM hashed").fetchone()[0]
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE dedup_hashed AS "
+        "SELECT n, phash FROM dedup_images WHERE phash IS NOT NULL"
+    )
+    n_hashed = connection.execute("SELECT count(*) FROM dedup_hashed").fetchone()[0]
     facts: dict = {"images": connection.execute("SELECT count(*) FROM dedup_images").fetchone()[0],
                    "hashed": n_hashed, "max_distance": max_distance}  # fmt: skip
     if n_hashed <= settings["exact_limit"]:
@@ -187,26 +182,33 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
         facts["near_mode"] = (
             f"sampled bits: {len(masks)} keys of {key_bits} bits; chance a pair d bits apart "
             "is found: "
-            + ", ".join(
-                f"d={d} {sampled_recall(d, key_bits, len(masks)):.3f}"
-                for d in range(1, max_distance + 1)
-            )  # fmt: skip
+            + ", ".join(f"d={d} {sampled_recall(d, key_bits, len(masks)):.3f}" for d in range(1, max_distance + 1))  # fmt: skip
         )
+    # Exact copies: each member paired with its group's first (a star, not every pair).
     connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE dedup_pairs AS
-        SELECT a.image_id AS a, b.image_id AS b, 0 AS distance
-        FROM dedup_images a JOIN dedup_images b
-          ON a.pixel_sha256 = b.pixel_sha256 AND a.image_id < b.image_id
-        UNION
-        SELECT a, b, distance FROM ({near_pair_sql(max_distance, mode, masks)})"""
+        """CREATE OR REPLACE TEMP TABLE dedup_pairs AS
+        SELECT first_n AS a, n AS b FROM (
+            SELECT n, min(n) OVER (PARTITION BY pixel_sha256) AS first_n
+            FROM dedup_images WHERE pixel_sha256 IS NOT NULL
+        ) WHERE n <> first_n"""
     )
+    for key in key_expressions(max_distance, mode, masks):
+        connection.execute(
+            f"""INSERT INTO dedup_pairs
+            WITH keyed AS (SELECT n, phash, {key} AS key FROM dedup_hashed),
+                 shared AS (SELECT key FROM keyed GROUP BY key HAVING count(*) > 1),
+                 candidates AS (SELECT * FROM keyed SEMI JOIN shared USING (key))
+            SELECT x.n, y.n FROM candidates x JOIN candidates y USING (key)
+            WHERE x.n < y.n AND bit_count(xor(x.phash, y.phash)) <= {max_distance}"""
+        )
+    connection.execute("CREATE OR REPLACE TEMP TABLE dedup_pairs AS SELECT DISTINCT a, b FROM dedup_pairs")  # fmt: skip
     facts["pairs"] = connection.execute("SELECT count(*) FROM dedup_pairs").fetchone()[0]
     label_components(connection)
     table = connection.sql(
         """
         WITH members AS (
-            SELECT c.image_id, c.component, i.uri, i.width, i.height, i.pixel_sha256, i.phash
-            FROM dedup_components c JOIN dedup_images i USING (image_id)
+            SELECT c.component, i.*
+            FROM dedup_components c JOIN dedup_images i USING (n)
         ),
         ranked AS (
             SELECT *, row_number() OVER (PARTITION BY component
@@ -231,39 +233,42 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
         "SELECT count(DISTINCT component) FROM dedup_components"
     ).fetchone()[0]
     facts["duplicates"] = table.num_rows - facts["groups"]  # members that are not representatives
+    for name in ("dedup_images", "dedup_hashed", "dedup_pairs", "dedup_components"):
+        connection.execute(f"DROP TABLE IF EXISTS {name}")
     return table, facts
 
 
 def label_components(connection) -> None:
-    """``dedup_components(image_id, component)``: for every image in a pair, the smallest
-    image id of its connected component (label propagation over ``dedup_pairs``, in SQL,
-    until no label changes; each round is a join over the pairs, so the rounds are the
-    longest chain's length, a handful for groups of copies)."""
+    """``dedup_components(n, component)``: for every image in a pair, the smallest number
+    of its connected component (label propagation over ``dedup_pairs``, in SQL, until no
+    label changes; each round is a join over the pairs, so the rounds are the longest
+    chain's length, a handful for groups of copies)."""
     connection.execute(
         """CREATE OR REPLACE TEMP TABLE dedup_components AS
-        SELECT image_id, min(other) AS component FROM (
-            SELECT a AS image_id, least(a, b) AS other FROM dedup_pairs
-            UNION ALL SELECT b, least(a, b) FROM dedup_pairs
-        ) GROUP BY image_id"""
+        SELECT n, min(other) AS component FROM (
+            SELECT a AS n, a AS other FROM dedup_pairs
+            UNION ALL SELECT b, a FROM dedup_pairs
+        ) GROUP BY n"""
     )
     while True:
         connection.execute(
             """CREATE OR REPLACE TEMP TABLE dedup_next AS
-            SELECT c.image_id, least(c.component, coalesce(min(n.component), c.component)) AS component
+            SELECT c.n, least(c.component, coalesce(min(o.component), c.component)) AS component
             FROM dedup_components c
             LEFT JOIN (
-                SELECT p.a AS image_id, c.component FROM dedup_pairs p JOIN dedup_components c ON c.image_id = p.b
+                SELECT p.a AS n, c.component FROM dedup_pairs p JOIN dedup_components c ON c.n = p.b
                 UNION ALL
-                SELECT p.b, c.component FROM dedup_pairs p JOIN dedup_components c ON c.image_id = p.a
-            ) n USING (image_id)
-            GROUP BY c.image_id, c.component"""
+                SELECT p.b, c.component FROM dedup_pairs p JOIN dedup_components c ON c.n = p.a
+            ) o USING (n)
+            GROUP BY c.n, c.component"""
         )
         changed = connection.execute(
-            "SELECT count(*) FROM dedup_next n JOIN dedup_components c USING (image_id) "
-            "WHERE n.component <> c.component"
+            "SELECT count(*) FROM dedup_next x JOIN dedup_components c USING (n) "
+            "WHERE x.component <> c.component"
         ).fetchone()[0]
         connection.execute("CREATE OR REPLACE TEMP TABLE dedup_components AS SELECT * FROM dedup_next")  # fmt: skip
         if not changed:
+            connection.execute("DROP TABLE IF EXISTS dedup_next")
             return
 
 
