@@ -7,9 +7,12 @@ Hashes (``image_hashes``, computed once per image during decode):
 - ``pixel_sha256``: SHA-256 (first 32 hex digits) of the decoded, upright RGB pixels and
   their shape: two files with the same pixels (a PNG and a lossless WebP of one picture,
   the same JPEG with other metadata) have the same one, whatever their container.
+- ``phash_crops``: the same hash of the image's centre 95 % and 90 % (of each side), so
+  that a copy cropped around its centre meets one of them (a crop off the centre does
+  not: ``bench/dedup.py`` measures both);
 - ``phash``: a 64-bit perceptual hash (the DCT hash of Zauner's thesis, as the
-  ``imagehash`` library's ``phash``): the image in grey (ITU-R 601 luma), resized to 32x32
-  (area averaging), its 2-D DCT, the 8x8 lowest frequencies, one bit per coefficient
+  ``imagehash`` library's ``phash``): the image in grey (ITU-R 601 luma), area-averaged to
+  a 128x128 thumbnail and then to 32x32, its 2-D DCT, the 8x8 lowest frequencies, one bit per coefficient
   above their median; stored as a signed BIGINT (the 64 bits as they are). Computed with
   OpenCV, which the worker has loaded, not ``imagehash`` (measured in ``bench/dedup.py``:
   the same bits up to rounding, and faster on the worker's numpy array). A flat image (its
@@ -21,7 +24,8 @@ Grouping (``find_duplicates``), never a Python loop over pairs:
 
 1. **exact**: images with the same ``pixel_sha256`` (a ``GROUP BY``);
 2. **near**: pairs of images whose ``phash`` differ in at most ``max_distance`` bits
-   (default 6 of 64), found by **multi-index hashing**: the 64 bits are cut into
+   (default 6 of 64; an image's centre-crop hashes compared with the other's own hash
+   count too), found by **multi-index hashing**: the 64 bits are cut into
    ``max_distance + 1`` bands; two hashes within the distance agree exactly on at least
    one band (pigeonhole), so candidates are pairs that share a band's value (a join on
    ``(band, value)``), then each is checked with ``bit_count(a XOR b)``. Exact, but the
@@ -52,6 +56,7 @@ import math
 import numpy as np
 
 HASH_SIDE = 32  # the grey image the DCT sees
+THUMBNAIL_SIDE = 128  # the grey thumbnail the hashes (and their crops) are made from
 LOW_FREQUENCIES = 8  # the 8x8 corner of the DCT that makes the 64 bits
 FLAT_STD = 2.0  # grey levels: a 32x32 image this uniform has no perceptual hash
 DEFAULT_MAX_DISTANCE = 6
@@ -67,15 +72,23 @@ def pixel_sha256(pixels: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
-def perceptual_hash(pixels: np.ndarray) -> int | None:
-    """The 64-bit DCT hash of an ``HxWx3`` uint8 RGB image as a signed int64 value, or
-    None for a flat image (see the module docstring). Bit 63 is the DCT's (0, 0)
-    coefficient, then row by row."""
+def grey_thumbnail(pixels: np.ndarray) -> np.ndarray:
+    """The image in grey (ITU-R 601 luma), area-averaged to ``THUMBNAIL_SIDE`` square:
+    what every hash of the image is computed from (one pass over the full image)."""
     import cv2
 
     grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    side = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+    return cv2.resize(grey, side, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def dct_hash(grey: np.ndarray) -> int | None:
+    """The 64-bit DCT hash of a grey float image (any size: area-averaged to 32x32 first),
+    as a signed int64 value, or None when it is flat. Bit 63 is the DCT's (0, 0)
+    coefficient, then row by row."""
+    import cv2
+
     small = cv2.resize(grey, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
-    small = small.astype(np.float32)
     if float(small.std()) < FLAT_STD:
         return None
     low = cv2.dct(small)[:LOW_FREQUENCIES, :LOW_FREQUENCIES]
@@ -86,9 +99,31 @@ def perceptual_hash(pixels: np.ndarray) -> int | None:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def perceptual_hash(pixels: np.ndarray) -> int | None:
+    """The 64-bit DCT hash of an ``HxWx3`` uint8 RGB image (see ``dct_hash``)."""
+    return dct_hash(grey_thumbnail(pixels))
+
+
+CENTRE_CROPS = (0.95, 0.90)  # the share of each side the crop variants keep
+
+
+def centre_crop(pixels: np.ndarray, keep: float) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    top, left = int(height * (1 - keep) / 2), int(width * (1 - keep) / 2)
+    return pixels[top : height - top, left : width - left]
+
+
 def image_hashes(pixels: np.ndarray) -> dict:
-    """The ``images`` row's hash columns: ``pixel_sha256`` and ``phash``."""
-    return {"pixel_sha256": pixel_sha256(pixels), "phash": perceptual_hash(pixels)}
+    """The ``images`` row's hash columns: ``pixel_sha256``, ``phash`` and
+    ``phash_crops`` (the hashes of the centre ``CENTRE_CROPS`` of the image, so that a copy
+    cropped around its centre is found; None with ``phash``). The crops are taken from the
+    grey thumbnail, not the full image: one pass over the pixels for all three."""
+    thumbnail = grey_thumbnail(pixels)
+    full = dct_hash(thumbnail)
+    crops = None if full is None else [dct_hash(centre_crop(thumbnail, k)) for k in CENTRE_CROPS]  # fmt: skip
+    if crops is not None and None in crops:
+        crops = None
+    return {"pixel_sha256": pixel_sha256(pixels), "phash": full, "phash_crops": crops}
 
 
 def hamming(a: int, b: int) -> int:
@@ -150,7 +185,7 @@ def key_expressions(max_distance: int, mode: str, masks: list[int]) -> list[str]
 
 def find_duplicates(connection, images_sql: str, settings: dict | None = None) -> tuple[object, dict]:  # fmt: skip
     """Group the images of ``images_sql`` (a query with ``image_id``, ``uri``, ``width``,
-    ``height``, ``pixel_sha256``, ``phash``) on a DuckDB ``connection``. Returns (a pyarrow
+    ``height``, ``pixel_sha256``, ``phash``, ``phash_crops``) on a DuckDB ``connection``. Returns (a pyarrow
     table of ``engine.schemas.DUPLICATES`` rows without ``iteration``, facts: counts, the
     mode and, for sampled bits, its recall figures). ``settings``: ``max_distance``,
     ``exact_limit``, ``tables``.
@@ -165,11 +200,13 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
         f"CREATE OR REPLACE TEMP TABLE dedup_images AS "
         f"SELECT (row_number() OVER ())::INTEGER AS n, * FROM ({images_sql})"
     )
+    # Every hash of an image: its own (variant 0) and its centre crops' (variant 1).
     connection.execute(
         "CREATE OR REPLACE TEMP TABLE dedup_hashed AS "
-        "SELECT n, phash FROM dedup_images WHERE phash IS NOT NULL"
+        "SELECT n, 0 AS variant, phash FROM dedup_images WHERE phash IS NOT NULL "
+        "UNION ALL SELECT n, 1, unnest(phash_crops) FROM dedup_images WHERE phash_crops IS NOT NULL"
     )
-    n_hashed = connection.execute("SELECT count(*) FROM dedup_hashed").fetchone()[0]
+    n_hashed = connection.execute("SELECT count(*) FROM dedup_images WHERE phash IS NOT NULL").fetchone()[0]  # fmt: skip
     facts: dict = {"images": connection.execute("SELECT count(*) FROM dedup_images").fetchone()[0],
                    "hashed": n_hashed, "max_distance": max_distance}  # fmt: skip
     if n_hashed <= settings["exact_limit"]:
@@ -182,7 +219,10 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
         facts["near_mode"] = (
             f"sampled bits: {len(masks)} keys of {key_bits} bits; chance a pair d bits apart "
             "is found: "
-            + ", ".join(f"d={d} {sampled_recall(d, key_bits, len(masks)):.3f}" for d in range(1, max_distance + 1))  # fmt: skip
+            + ", ".join(
+                f"d={d} {sampled_recall(d, key_bits, len(masks)):.3f}"
+                for d in range(1, max_distance + 1)
+            )  # fmt: skip
         )
     # Exact copies: each member paired with its group's first (a star, not every pair).
     connection.execute(
@@ -195,11 +235,12 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
     for key in key_expressions(max_distance, mode, masks):
         connection.execute(
             f"""INSERT INTO dedup_pairs
-            WITH keyed AS (SELECT n, phash, {key} AS key FROM dedup_hashed),
+            WITH keyed AS (SELECT n, variant, phash, {key} AS key FROM dedup_hashed),
                  shared AS (SELECT key FROM keyed GROUP BY key HAVING count(*) > 1),
                  candidates AS (SELECT * FROM keyed SEMI JOIN shared USING (key))
-            SELECT x.n, y.n FROM candidates x JOIN candidates y USING (key)
-            WHERE x.n < y.n AND bit_count(xor(x.phash, y.phash)) <= {max_distance}"""
+            SELECT least(x.n, y.n), greatest(x.n, y.n) FROM candidates x JOIN candidates y USING (key)
+            WHERE x.n <> y.n AND (x.variant = 0 OR y.variant = 0)
+              AND bit_count(xor(x.phash, y.phash)) <= {max_distance}"""
         )
     connection.execute("CREATE OR REPLACE TEMP TABLE dedup_pairs AS SELECT DISTINCT a, b FROM dedup_pairs")  # fmt: skip
     facts["pairs"] = connection.execute("SELECT count(*) FROM dedup_pairs").fetchone()[0]
@@ -282,7 +323,8 @@ def hashes_schema():
     import pyarrow as pa
 
     return pa.schema([pa.field("image_id", pa.string(), nullable=False),
-                      pa.field("pixel_sha256", pa.string()), pa.field("phash", pa.int64())])  # fmt: skip
+                      pa.field("pixel_sha256", pa.string()), pa.field("phash", pa.int64()),
+                      pa.field("phash_crops", pa.list_(pa.int64()))])  # fmt: skip
 
 
 def duplicates_path(corpus, iteration: int):
@@ -304,10 +346,10 @@ def write_duplicates(corpus, iteration: int, settings: dict | None = None) -> di
     connection = connect(corpus.root, [iteration], with_duplicates=False)
     try:
         columns = {row[0] for row in connection.execute("DESCRIBE images").fetchall()}
-        if {"pixel_sha256", "phash"} <= columns:
-            hashes = "pixel_sha256, phash"
+        if {"pixel_sha256", "phash", "phash_crops"} <= columns:
+            hashes = "pixel_sha256, phash, phash_crops"
         else:  # written before the hashes existed: NULL unless `fld dedup` hashed them
-            hashes = "NULL::VARCHAR AS pixel_sha256, NULL::BIGINT AS phash"
+            hashes = "NULL::VARCHAR AS pixel_sha256, NULL::BIGINT AS phash, NULL::BIGINT[] AS phash_crops"
         images_sql = f"SELECT image_id, uri, width, height, {hashes} FROM images"
         side = corpus.iteration_dir(iteration) / HASHES_DIR
         side_files = [p for p in side.iterdir() if p.name.endswith(".parquet")] if side.exists() else []  # fmt: skip
@@ -316,7 +358,8 @@ def write_duplicates(corpus, iteration: int, settings: dict | None = None) -> di
             images_sql = (
                 "SELECT b.image_id, b.uri, b.width, b.height, "
                 "coalesce(b.pixel_sha256, h.pixel_sha256) AS pixel_sha256, "
-                f"coalesce(b.phash, h.phash) AS phash FROM ({images_sql}) b "
+                "coalesce(b.phash, h.phash) AS phash, "
+                f"coalesce(b.phash_crops, h.phash_crops) AS phash_crops FROM ({images_sql}) b "
                 f"LEFT JOIN read_parquet([{listed}]) h USING (image_id)"
             )
         table, facts = find_duplicates(connection, images_sql, settings)

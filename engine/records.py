@@ -186,6 +186,7 @@ class Sample:
             "bytes": self.n_bytes,
             "pixel_sha256": self.hashes.get("pixel_sha256"),
             "phash": self.hashes.get("phash"),
+            "phash_crops": self.hashes.get("phash_crops"),
         }
 
     def region_rows(self, iteration: int) -> list[dict]:

@@ -60,15 +60,15 @@ def hash_iteration(corpus: Corpus, iteration: int, show_progress: bool = True) -
                 rows = connection.execute(
                     f"SELECT image_id, uri FROM read_parquet({sql_literal(sql_path(group.files['images']))}) ORDER BY image_id"  # fmt: skip
                 ).fetchall()
-                out = {"image_id": [], "pixel_sha256": [], "phash": []}
+                out = {"image_id": [], "pixel_sha256": [], "phash": [], "phash_crops": []}
                 for image_id, uri in rows:
                     try:
                         hashes = image_hashes(corpus.load_image(uri, iteration, reader))
                     except (OSError, ImageError, ValueError, KeyError):
-                        hashes = {"pixel_sha256": None, "phash": None}
+                        hashes = {"pixel_sha256": None, "phash": None, "phash_crops": None}
                     out["image_id"].append(image_id)
-                    out["pixel_sha256"].append(hashes["pixel_sha256"])
-                    out["phash"].append(hashes["phash"])
+                    for column in ("pixel_sha256", "phash", "phash_crops"):
+                        out[column].append(hashes[column])
                     hashed += 1
                 atomic_write_parquet(folder / f"{group.name}.parquet", pa.table(out, schema=hashes_schema()))  # fmt: skip
                 progress.update(1)

@@ -72,9 +72,11 @@ def group(rows: list[tuple], **settings):
     connection = duckdb.connect()
     connection.execute(
         "CREATE TABLE imgs (image_id VARCHAR, uri VARCHAR, width INT, height INT, "
-        "pixel_sha256 VARCHAR, phash BIGINT)"
+        "pixel_sha256 VARCHAR, phash BIGINT, phash_crops BIGINT[])"
     )
-    connection.executemany("INSERT INTO imgs VALUES (?, ?, ?, ?, ?, ?)", rows)
+    connection.executemany(
+        "INSERT INTO imgs VALUES (?, ?, ?, ?, ?, ?, ?)", [(*row, None) for row in rows]
+    )
     table, facts = find_duplicates(connection, "SELECT * FROM imgs", settings)
     return table.to_pylist(), facts
 

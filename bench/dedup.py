@@ -1,0 +1,372 @@
+"""Duplicate detection, measured (issue 26): does it find the copies, does it leave distinct
+images alone, what does hashing cost, and does the grouping scale?
+
+    .venv/bin/python bench/dedup.py                       # all parts, 10M synthetic hashes
+    .venv/bin/python bench/dedup.py --hashes 1000000      # a smaller scale part
+    PYTHONPATH=/tmp/ih .venv/bin/python bench/dedup.py    # also against imagehash (below)
+
+1. **Accuracy**: the demo photos and 40 generated scenes (``engine.scenes``: many share a
+   background photo and objects, so they are near-identical *different* images, the
+   negatives that matter) are the originals; each demo photo and every fourth scene gets
+   planted copies: re-encoded as JPEG at quality 30, 60 and 95, resized to 0.5x and 2x,
+   cropped by 5 % and 10 % around the centre (of each side's length in all) and by 5 % off
+   the left and top edges (``corner5``), a small text overlay, and a horizontal flip. The grouping runs as the engine runs it (``engine.dedup``: the hashes
+   of decoded pixels, then ``find_duplicates`` in DuckDB). A pair is *true* when both
+   images come from one original; a *found* pair is two images in one group. Precision
+   over all found pairs; recall per edit (original - copy pairs). Flips are not counted as
+   copies to find (a DCT hash of a mirrored image is another hash; finding them needs the
+   flipped image's hash too), but are reported.
+2. **Hashing cost**: ms per image of ``image_hashes`` (OpenCV DCT) on the decoded demo
+   photos, against ``imagehash.phash`` on the same pixels where ``imagehash`` can be
+   imported (not a dependency: ``pip install --target /tmp/ih imagehash PyWavelets`` and
+   ``PYTHONPATH=/tmp/ih``), with the bits they agree on; and the share of a default-config
+   ``fld run`` of the demo photos (in-process) that hashing took, from the shard markers'
+   stage seconds.
+3. **Scale**: ``--hashes`` synthetic hashes (uniform random 64-bit values, plus 1 % planted
+   copies 1-4 bits from an original; each image with two random centre-crop hashes too) written to a Parquet file, then grouped in a fresh
+   process that reads the file, with DuckDB's memory limit at 700 MB (it spills to disk
+   beyond): wall seconds and the process's peak resident memory; and the planted copies
+   found.
+
+Writes ``bench/results/dedup.json`` (and its history copy). Goals: precision >= 0.99,
+recall >= 0.95 on the edits that keep the image, hashing <= 1 % of the pipeline's wall
+time, grouping 10M hashes in < 60 s with < 1 GB of memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (str(REPO), str(REPO / "bench")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from results_store import new_run_id, save_result  # noqa: E402
+
+DEMO = REPO / "demo" / "images"
+EDITS = (
+    "jpeg30",
+    "jpeg60",
+    "jpeg95",
+    "half",
+    "double",
+    "crop5",
+    "crop10",
+    "corner5",
+    "text",
+    "flip",
+)
+COUNTED = tuple(edit for edit in EDITS if edit != "flip")
+SCENES = 40
+
+
+def edited(image, edit: str):
+    """The copy of a PIL image that ``edit`` names, as decoded pixels."""
+    from PIL import ImageDraw
+
+    from engine.imaging import decode_image
+
+    width, height = image.size
+    if edit.startswith("jpeg"):
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=int(edit[4:]))
+        return decode_image(buffer.getvalue()).pixels
+    if edit == "half":
+        out = image.resize((width // 2, height // 2))
+    elif edit == "double":
+        out = image.resize((width * 2, height * 2))
+    elif edit.startswith("crop"):  # around the centre
+        cut = int(edit[4:]) / 200  # of each side, so the edit's share in all
+        out = image.crop((int(width * cut), int(height * cut), int(width * (1 - cut)), int(height * (1 - cut))))  # fmt: skip
+    elif edit.startswith("corner"):  # the left and top edges cut off
+        cut = int(edit[6:]) / 100
+        out = image.crop((int(width * cut), int(height * cut), width, height))
+    elif edit == "text":
+        out = image.copy()
+        ImageDraw.Draw(out).text((width // 20, height // 20), "(c) fld-engine 2026", fill=(255, 255, 255))  # fmt: skip
+    else:
+        out = image.transpose(0)  # FLIP_LEFT_RIGHT
+    return np.asarray(out.convert("RGB"))
+
+
+def accuracy() -> dict:
+    import duckdb
+    from PIL import Image
+
+    from engine.dedup import find_duplicates, image_hashes
+    from engine.scenes import generate_scenes
+
+    originals: dict[str, Image.Image] = {
+        p.stem: Image.open(p).convert("RGB") for p in sorted(DEMO.iterdir()) if p.is_file()
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        generate_scenes(folder, SCENES, seed=11)
+        for path in sorted((Path(folder) / "images").glob("*.jpg")):
+            originals[f"scene_{path.stem}"] = Image.open(path).convert("RGB")
+    rows, origin, edit_of = [], {}, {}
+    for index, (name, image) in enumerate(originals.items()):
+        pixels = np.asarray(image)
+        rows.append((name, f"{index:04d}/{name}", image.width, image.height, *image_hashes(pixels).values()))  # fmt: skip
+        origin[name], edit_of[name] = name, None
+        if name.startswith("scene_") and index % 4:
+            continue
+        for edit in EDITS:
+            copy = f"{name}~{edit}"
+            pixels = edited(image, edit)
+            rows.append((copy, f"{index:04d}/{copy}", pixels.shape[1], pixels.shape[0], *image_hashes(pixels).values()))  # fmt: skip
+            origin[copy], edit_of[copy] = name, edit
+    connection = duckdb.connect()
+    connection.execute(
+        "CREATE TABLE imgs (image_id VARCHAR, uri VARCHAR, width INT, height INT, "
+        "pixel_sha256 VARCHAR, phash BIGINT, phash_crops BIGINT[])"
+    )
+    connection.executemany("INSERT INTO imgs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    table, facts = find_duplicates(connection, "SELECT * FROM imgs")
+    group_of = {row["image_id"]: row["group_id"] for row in table.to_pylist()}
+    found = {
+        tuple(sorted(pair))
+        for members in _groups(group_of).values()
+        for pair in itertools.combinations(members, 2)
+    }
+    wrong = sorted(pair for pair in found if origin[pair[0]] != origin[pair[1]])
+    copies = [name for name, edit in edit_of.items() if edit is not None]
+    recall = {}
+    for edit in EDITS:
+        names = [c for c in copies if edit_of[c] == edit]
+        hits = sum(group_of.get(c) is not None and group_of.get(c) == group_of.get(origin[c]) for c in names)  # fmt: skip
+        recall[edit] = round(hits / len(names), 4)
+    counted = [c for c in copies if edit_of[c] in COUNTED]
+    counted_hits = sum(group_of.get(c) is not None and group_of.get(c) == group_of.get(origin[c]) for c in counted)  # fmt: skip
+    return {
+        "originals": len(originals),
+        "scenes": SCENES,
+        "copies": len(copies),
+        "found_pairs": len(found),
+        "wrong_pairs": len(wrong),
+        "wrong_examples": wrong[:10],
+        "precision": round(1 - len(wrong) / len(found), 4) if found else None,
+        "recall_per_edit": recall,
+        "recall_edits_that_keep_the_image": round(counted_hits / len(counted), 4),
+        "facts": facts,
+    }
+
+
+def _groups(group_of: dict[str, str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for image_id, group in group_of.items():
+        groups.setdefault(group, []).append(image_id)
+    return groups
+
+
+def hashing_cost(repeats: int = 5) -> dict:
+    from PIL import Image
+
+    from engine.dedup import hamming, image_hashes
+
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(DEMO.iterdir()) if p.is_file()]  # fmt: skip
+    out: dict = {}
+
+    def per_image(function) -> float:
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            for pixels in photos:
+                function(pixels)
+            times.append((time.perf_counter() - began) / len(photos) * 1000)
+        return round(float(np.median(times)), 3)
+
+    out["engine_ms_per_image"] = per_image(image_hashes)
+    try:
+        import imagehash
+        from PIL import Image as PILImage
+    except ImportError:
+        out["imagehash"] = "not importable (see the module docstring)"
+    else:
+        out["imagehash_ms_per_image"] = per_image(lambda p: imagehash.phash(PILImage.fromarray(p)))  # fmt: skip
+        agree = []
+        for pixels in photos:
+            theirs = int(str(imagehash.phash(PILImage.fromarray(pixels))), 16)
+            ours = image_hashes(pixels)["phash"] & ((1 << 64) - 1)
+            agree.append(64 - hamming(ours, theirs))
+        out["bits_agreeing_with_imagehash"] = agree
+    out["pipeline"] = pipeline_share()
+    return out
+
+
+def pipeline_share() -> dict:
+    """A default-config run of the demo photos, in-process: hashing's share of the stage
+    seconds its markers record."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "corpus"
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "fld"), "run", str(DEMO), "--out", str(out), "--quiet"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        stages: dict[str, float] = {}
+        for marker in (out / "iteration=0" / "_shards").glob("*.json"):
+            for stage, seconds in json.loads(marker.read_text())["timings"].items():
+                if isinstance(seconds, (int, float)):
+                    stages[stage] = stages.get(stage, 0.0) + seconds
+        run = json.loads((out / "iteration=0" / "run.json").read_text())
+    total = sum(stages.values())
+    return {
+        "hash_seconds": round(stages.get("hash", 0.0), 4),
+        "stage_seconds_total": round(total, 3),
+        "hash_share": round(stages.get("hash", 0.0) / total, 5),
+        "grouping_seconds": run["duplicates"]["seconds"],
+        "wall_seconds": run["timings"]["wall_seconds_last_run"],
+    }
+
+
+def write_synthetic(path: Path, n: int) -> int:
+    """``n`` random hashes and 1 % planted copies (1-4 bits off); returns the copies."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(26)
+    hashes = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n, dtype=np.int64)
+    planted = np.arange(0, n, 100)
+    flips = np.zeros(len(planted), np.uint64)
+    for k in range(4):
+        bit = rng.integers(0, 64, len(planted)).astype(np.uint64)
+        use = rng.random(len(planted)) < (1.0 if k == 0 else 0.5)
+        flips ^= np.where(use, np.uint64(1) << bit, np.uint64(0))
+    copies = (hashes[planted].view(np.uint64) ^ flips).view(np.int64)
+    total = n + len(planted)
+    # Every image has its two centre-crop hashes too, as the engine stores them: random.
+    crops = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, (total, 2), dtype=np.int64)
+    ids = [f"{i:032x}" for i in range(n + len(planted))]
+    table = pa.table({
+        "image_id": ids,
+        "uri": [f"s3://bucket/{i}.jpg" for i in range(n + len(planted))],
+        "width": np.full(n + len(planted), 640, np.int32),
+        "height": np.full(n + len(planted), 480, np.int32),
+        "pixel_sha256": [f"{i:032x}" for i in range(n + len(planted))],
+        "phash": np.concatenate([hashes, copies]),
+        "phash_crops": pa.FixedSizeListArray.from_arrays(crops.reshape(-1), 2).cast(pa.list_(pa.int64())),
+        "copy_of": np.concatenate([np.full(n, -1), planted]).astype(np.int64),
+    })  # fmt: skip
+    pq.write_table(table, path, row_group_size=1_000_000)
+    return len(planted)
+
+
+def group_parquet(path: str) -> dict:
+    """The child of ``scale``: group the Parquet file's hashes; seconds, peak RSS, and how
+    many planted copies landed in their original's group."""
+    import duckdb
+    from workload import peak_rss_bytes
+
+    from engine.dedup import find_duplicates
+
+    connection = duckdb.connect()
+    connection.execute("SET memory_limit = '700MB'")
+    connection.execute(f"SET temp_directory = '{Path(path).parent / 'spill'}'")
+    began = time.perf_counter()
+    table, facts = find_duplicates(
+        connection,
+        f"SELECT image_id, uri, width, height, pixel_sha256, phash, phash_crops FROM read_parquet('{path}')",
+    )
+    seconds = time.perf_counter() - began
+    group_of = dict(zip(table.column("image_id").to_pylist(), table.column("group_id").to_pylist(), strict=True))  # fmt: skip
+    planted = connection.execute(
+        f"SELECT image_id, printf('%032x', copy_of) FROM read_parquet('{path}') WHERE copy_of >= 0"
+    ).fetchall()
+    found = sum(group_of.get(c) is not None and group_of.get(c) == group_of.get(o) for c, o in planted)  # fmt: skip
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(peak_rss_bytes() / 2**20),
+        "planted_found": found,
+        "planted": len(planted),
+        "facts": facts,
+    }
+
+
+def scale(n: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="fld-dedup-") as folder:
+        path = Path(folder) / "hashes.parquet"
+        write_synthetic(path, n)
+        completed = subprocess.run(
+            [sys.executable, __file__, "--child", str(path)], capture_output=True, text=True,
+            check=True, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+    return {"hashes": n, **json.loads(completed.stdout.strip().splitlines()[-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hashes", type=int, default=10_000_000)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(group_parquet(args.child)))
+        return
+    from machine import describe_machine
+
+    run_id = new_run_id()
+    started = time.time()
+    print("dedup: accuracy ...", file=sys.stderr, flush=True)
+    accuracy_result = accuracy()
+    print("dedup: hashing cost ...", file=sys.stderr, flush=True)
+    cost = hashing_cost()
+    print(f"dedup: grouping {args.hashes:,} hashes ...", file=sys.stderr, flush=True)
+    scale_result = scale(args.hashes)
+    result = {
+        "benchmark": "dedup",
+        "run_id": run_id,
+        "accuracy": accuracy_result,
+        "hashing": cost,
+        "scale": scale_result,
+        "headlines": [
+            {
+                "measure": "pair precision",
+                "ratio": accuracy_result["precision"],
+                "target": ">= 0.99",
+                "met": (accuracy_result["precision"] or 0) >= 0.99,
+            },
+            {
+                "measure": "recall, edits that keep the image (flips not counted)",
+                "ratio": accuracy_result["recall_edits_that_keep_the_image"],
+                "target": ">= 0.95",
+                "met": accuracy_result["recall_edits_that_keep_the_image"] >= 0.95,
+            },
+            {
+                "measure": "hashing share of the pipeline's stage time",
+                "ratio": cost["pipeline"]["hash_share"],
+                "target": "<= 0.01",
+                "met": cost["pipeline"]["hash_share"] <= 0.01,
+            },
+            {
+                "measure": f"grouping {args.hashes:,} hashes, seconds",
+                "ratio": scale_result["seconds"],
+                "target": "< 60",
+                "met": scale_result["seconds"] < 60,
+            },
+            {
+                "measure": f"grouping {args.hashes:,} hashes, peak RSS MiB",
+                "ratio": scale_result["peak_rss_mib"],
+                "target": "< 1024",
+                "met": scale_result["peak_rss_mib"] < 1024,
+            },
+        ],  # fmt: skip
+        "bench_seconds": round(time.time() - started, 1),
+        "machine": describe_machine(),
+    }
+    kept = save_result("dedup", result, run_id)
+    print(json.dumps(result["headlines"], indent=2))
+    print(json.dumps(accuracy_result["recall_per_edit"]))
+    print(f"kept: {kept}")
+
+
+if __name__ == "__main__":
+    main()
