@@ -278,6 +278,10 @@ def _images(rng, n: int, shard: int, iteration: int) -> tuple[pa.Table, dict]:
             "height": size[:, 1].astype(np.int32),
             "format": _take(FORMATS, fmt),
             "bytes": np.round(rng.lognormal(11.5, 0.8, n)).astype(np.int64) + 1000,
+            # No pixels, so no hashes: the duplicate columns are null (grouped by nothing).
+            "pixel_sha256": pa.nulls(n, pa.string()),
+            "phash": pa.nulls(n, pa.int64()),
+            "phash_crops": pa.nulls(n, pa.list_(pa.int64())),
         },
         schema=TABLES["images"],
     )

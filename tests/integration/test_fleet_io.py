@@ -97,7 +97,7 @@ def test_s3_corpus_from_s3_inputs_with_a_driver_kill(s3_server, ray_address, tmp
     kept = sum(1 for row in photos["rows"]["regions"] if row[TABLES["regions"].names.index("kept")])  # fmt: skip
     assert str(kept) in counted.split(), counted
     coco = tmp_path / "coco"
-    run_fld("export", out, "--format", "coco", "--out", str(coco))
+    run_fld("export", out, "--format", "coco", "--out", str(coco), "--keep-duplicates")
     exported = json.loads(next(coco.glob("*.json")).read_text())
     assert len(exported["images"]) == 16
 

@@ -43,6 +43,9 @@ CONFIG = [
     "run.shard_size=8",
     "refine.student.kind=ssd",
     "refine.student.ssd.threads=1",
+    # The student's boxes judged as the specialists' are (the default asks 0.35 of a box
+    # only the student saw, a precision choice that costs some of this gain: +0.022 here).
+    "filters.confidence.per_source={}",
 ]
 
 

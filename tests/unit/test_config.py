@@ -52,7 +52,7 @@ def test_default_config_validates_and_builds():
         PhraseConfidenceFilter,
     ]
     assert filters[2].iou_threshold == 0.5
-    assert config.run.executor == "ray"
+    assert config.run.executor == "auto" and config.run.local_max_images == 16
     # the resolved config round-trips through its own validation
     assert EngineConfig.model_validate(config.to_dict()).to_dict() == config.to_dict()
 
