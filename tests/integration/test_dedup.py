@@ -12,13 +12,7 @@ import pytest
 from PIL import Image
 
 from engine.query import connect
-from tests.fixtures.common import DEMO_IMAGES, run_fld
-
-SSD_ONLY = [
-    "--set", "annotators=[{name: ssd_coco}]",
-    "--set", "filters.text_complexity.enabled=false",
-    "--set", "filters.phrase_confidence.enabled=false",
-]  # fmt: skip
+from tests.fixtures.common import DEMO_IMAGES, SSD_ONLY, run_fld
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from engine.query import connect
 from pipelines.annotate import output_config_hash
 from pipelines.config import load_config
-from tests.fixtures.common import DEMO_IMAGES, run_fld
+from tests.fixtures.common import DEMO_IMAGES, SSD_ONLY, run_fld
 from tests.fixtures.ray_cluster import start_head, stop_head
 from tests.fixtures.tiny_preset import tiny_preset
 
@@ -162,13 +162,6 @@ def test_the_fld5b_preset_runs_end_to_end_with_tiny_models(fake_gpu_cluster, pho
     assert all(len(pool["gpu_ids"]) == 1 and pool["device"] == "cuda:0" for pool in pools)
     assert all(pool["parameters"] == ["cpu float32"] for pool in pools), pools
     assert len({pool["pid"] for pool in pools}) == len(models)
-
-
-SSD_ONLY = [
-    "--set", "annotators=[{name: ssd_coco}]",
-    "--set", "filters.text_complexity.enabled=false",
-    "--set", "filters.phrase_confidence.enabled=false",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
