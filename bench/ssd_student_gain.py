@@ -175,6 +175,13 @@ def run_arm(sets: dict, arm: Path, overrides: list[str], iterations: int) -> dic
     return result
 
 
+def student_settings(summary_path: Path) -> dict:
+    summary = json.loads(summary_path.read_text())
+    if "settings" in summary:
+        return summary["settings"]
+    return {key: summary.get(key) for key in ("model", "epochs", "image_size")}
+
+
 def corpus_of(path: Path):
     from engine.corpus import Corpus
 
@@ -252,11 +259,10 @@ def main() -> None:
         "unseen_scenes": {k: sets["unseen"][k] for k in ("group", "n", "seed")},
         "threads": 1,
         "arm_seconds": round(time.perf_counter() - started, 1),
-        "student_settings": json.loads(
-            (
-                args.work / "arms" / args.tag / "corpus" / "models" / "iteration=1" / "student.json"
-            ).read_text()
-        )["settings"],
+        # The SSD student's summary records its settings; the YOLO student's, its model and epochs.
+        "student_settings": student_settings(
+            args.work / "arms" / args.tag / "corpus" / "models" / "iteration=1" / "student.json"
+        ),
         **result,
     }
     save_result("ssd_student_gain", payload, new_run_id(), latest=not args.experiment)
