@@ -92,11 +92,8 @@ def dct_hash(grey: np.ndarray) -> int | None:
     if float(small.std()) < FLAT_STD:
         return None
     low = cv2.dct(small)[:LOW_FREQUENCIES, :LOW_FREQUENCIES]
-    bits = (low > np.median(low)).flatten()
-    value = 0
-    for bit in bits:
-        value = (value << 1) | int(bit)
-    return value - (1 << 64) if value >= 1 << 63 else value
+    # 64 bits, most significant first, read as one big-endian int64.
+    return int(np.packbits(low > np.median(low)).view(">i8")[0])
 
 
 def perceptual_hash(pixels: np.ndarray) -> int | None:
@@ -126,6 +123,11 @@ def image_hashes(pixels: np.ndarray) -> dict:
     return {"pixel_sha256": pixel_sha256(pixels), "phash": full, "phash_crops": crops}
 
 
+def as_int64(value: int) -> int:
+    """An unsigned 64-bit value as the signed int64 that stores the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def hamming(a: int, b: int) -> int:
     return bin((a ^ b) & ((1 << 64) - 1)).count("1")
 
@@ -151,8 +153,7 @@ def sampled_masks(tables: int, key_bits: int, seed: int = SEED) -> list[int]:
     masks = []
     for _ in range(tables):
         chosen = rng.choice(64, size=key_bits, replace=False)
-        value = sum(1 << int(bit) for bit in chosen)
-        masks.append(value - (1 << 64) if value >= 1 << 63 else value)
+        masks.append(as_int64(sum(1 << int(bit) for bit in chosen)))
     return masks
 
 

@@ -133,11 +133,17 @@ def check_placeable(pool: ModelPool, available: dict) -> None:
     would otherwise wait for them forever)."""
     wanted = {"CPU": pool.resources.num_cpus, "GPU": pool.resources.num_gpus}
     wanted.update(pool.resources.custom)
+    check_resources(wanted, available, lambda name: f"annotators.{pool.key}.resources", " per replica")  # fmt: skip
+
+
+def check_resources(wanted: dict, available: dict, key_of: Callable[[str], str], per: str = "") -> None:  # fmt: skip
+    """Raise ``PlacementError`` for the first resource in ``wanted`` (name -> amount) that
+    the cluster's ``available`` lacks, naming the config key (``key_of(name)``) that asked."""
     for name, amount in wanted.items():
         if amount > available.get(name, 0):
             raise PlacementError(
-                f"annotators.{pool.key}.resources asks {amount} {name} per replica; the Ray "
-                f"cluster has {available.get(name, 0)} (start it with the resource, e.g. "
+                f"{key_of(name)} asks {amount} {name}{per}; the Ray cluster has "
+                f"{available.get(name, 0)} (start it with the resource, e.g. "
                 "`ray start --num-gpus N`, and pass --address)"
             )
 

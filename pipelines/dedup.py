@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+import duckdb
 import pyarrow as pa
 from tqdm import tqdm
 
@@ -23,19 +24,21 @@ from engine.storage import StorePath, duckdb_connection, sql_path
 
 
 def images_without_hashes(corpus: Corpus, iteration: int) -> bool:
+    """Whether some image of ``iteration`` has no ``pixel_sha256`` (its files were written
+    before images had hashes); one scan of the images files."""
+    files = corpus.table_files("images", [iteration])
+    if not files:
+        return False
+    listed = ", ".join(sql_literal(sql_path(path)) for path in files)
     connection = duckdb_connection(corpus.root)
     try:
-        files = corpus.table_files("images", [iteration])
-        if not files:
-            return False
-        listed = ", ".join(sql_literal(sql_path(path)) for path in files)
-        names = {row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM read_parquet([{listed}], union_by_name = true)").fetchall()}  # fmt: skip
-        if "pixel_sha256" not in names:
-            return True
-        missing = connection.execute(
-            f"SELECT count(*) FROM read_parquet([{listed}], union_by_name = true) WHERE pixel_sha256 IS NULL"
+        # union_by_name: a file without the column reads it as NULL.
+        return connection.execute(
+            "SELECT count(*) FILTER (pixel_sha256 IS NULL) > 0 FROM "
+            f"read_parquet([{listed}], union_by_name = true)"
         ).fetchone()[0]
-        return missing > 0
+    except duckdb.BinderException:  # no file has the column at all
+        return True
     finally:
         connection.close()
 

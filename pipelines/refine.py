@@ -469,21 +469,18 @@ def train_ssd_student_in_ray(
     for a corpus on a store, the stored copy fetched into this machine's cache."""
     import ray
 
-    from engine.executors import PlacementError, RayExecutor
+    from engine.executors import RayExecutor, check_resources
     from pipelines.ssd_student import WEIGHTS
 
     settings = config.refine.student.ssd
     run = config.run
     started = RayExecutor(run.workers, run.threads_per_worker, run.address).start_ray()
     try:
-        available = ray.cluster_resources()
-        for name, amount in (("GPU", settings.train_num_gpus), ("CPU", settings.train_num_cpus)):
-            if amount > available.get(name, 0):
-                raise PlacementError(
-                    f"refine.student.ssd.train_num_{name.lower()}s asks {amount} {name}; the Ray "
-                    f"cluster has {available.get(name, 0)} (start it with the resource, e.g. "
-                    "`ray start --num-gpus N`, and pass --address)"
-                )
+        check_resources(
+            {"GPU": settings.train_num_gpus, "CPU": settings.train_num_cpus},
+            ray.cluster_resources(),
+            lambda name: f"refine.student.ssd.train_num_{name.lower()}s",
+        )
         task = ray.remote(num_gpus=settings.train_num_gpus, num_cpus=settings.train_num_cpus, max_retries=0)  # fmt: skip
         remote_path = ray.get(
             task(ssd_student_task).remote(

@@ -368,14 +368,8 @@ def training_device(wanted: str) -> str:
 def trained_on(device) -> dict:
     """Where the training ran, for ``student.json``: the torch device, the process, and
     the GPU ids Ray gave it (empty outside a Ray task, or in one that asked for none)."""
-    gpu_ids: list = []
-    try:
-        import ray
-
-        if ray.is_initialized():
-            gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
-    except ImportError:  # Ray is a dependency; a trimmed install still trains
-        pass
+    ray = sys.modules.get("ray")  # imported only where Ray runs this: not imported here
+    gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()] if ray and ray.is_initialized() else []
     return {"device": str(device), "pid": os.getpid(), "ray_gpu_ids": gpu_ids}
 
 
