@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.14.1
 TORCHVISION_VERSION := 0.29.1
 
-.PHONY: install lock test-latest doctor demo test check reliability bench bench-refine bench-ssd-student bench-refine-f2 lint format clean
+.PHONY: install label-studio lock test-latest doctor demo test check reliability bench bench-refine bench-ssd-student bench-refine-f2 lint format clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3
 lock: install
 	$(UV_COMPILE) pyproject.toml lock/tools.in --extra dev -o requirements.lock
 	$(UV_COMPILE) --no-deps lock/nodeps.in -o requirements-nodeps.lock
+	# The Label Studio server's own venv (make label-studio): its pins, not the engine's.
+	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 $(UPGRADE_FLAGS) lock/label-studio.in -o lock/label-studio.lock
 	$(BIN)/python -m engine.lockfile stamp
 	$(MAKE) install
 
@@ -62,10 +65,22 @@ demo: install
 	$(BIN)/fld show demo/corpus bus.jpg --phrases --out demo/show/bus_phrases.png
 	$(BIN)/fld report demo/corpus --out demo/show/report.html
 
+# Label Studio's server for the review round trip's integration test, in its own venv (its
+# dependencies are not the engine's): exactly lock/label-studio.lock, hash-checked, no
+# resolving (about 1 GB, a minute or two). The engine talks to it over HTTP only.
+LS_VENV := .ls-venv
+LS_STAMP := $(LS_VENV)/.installed
+label-studio: $(LS_STAMP)
+$(LS_STAMP): lock/label-studio.lock
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r lock/label-studio.lock
+	touch $(LS_STAMP)
+
 # Everything but the long fault variants (marker `slow`): tests/unit, tests/integration and
-# the short tests/reliability trials.
-test: install
-	$(BIN)/pytest -q
+# the short tests/reliability trials. FLD_REQUIRE_LABEL_STUDIO: the Label Studio test fails
+# (rather than skips) without its server's venv.
+test: install label-studio
+	FLD_REQUIRE_LABEL_STUDIO=1 $(BIN)/pytest -q
 
 # Quick check before a commit: lint, import layers, and the unit tier (no Ray, no model
 # weights, under a minute).

@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "embedding_grounder": "annotators.embedding_grounder:EmbeddingGrounder",
     "grabcut_segmenter": "annotators.grabcut_segmenter:GrabCutSegmenter",
     "replay": "annotators.replay:CorpusReplay",
+    "human_labels": "annotators.human_labels:HumanLabels",
     "sam_segmenter": "annotators.sam_segmenter:SamSegmenter",
     "hf_grounder": "annotators.hf_grounder:HFGrounder",
     "hold": "annotators.hold:HoldAnnotator",

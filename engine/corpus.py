@@ -278,8 +278,25 @@ class Corpus:
         return [iteration]
 
     def select_iteration(self, iteration: int | None = None) -> int:
-        """``iteration`` if it is committed, else (None) the latest committed one."""
+        """``iteration`` if it is committed, else (None) the corpus's default one
+        (``default_iteration``)."""
+        if iteration is None:
+            self.select_iterations(None)  # raises CorpusError when nothing is committed
+            return self.default_iteration()
         return self.select_iterations(iteration)[-1]
+
+    def default_iteration(self, before: int | None = None) -> int:
+        """The iteration readers take when none is named (``export``, ``report``, the next
+        ``refine``'s parent): the latest committed one (below ``before``) that was not
+        judged worse than its parent on people's hold-out reviews (its ``run.json``'s
+        ``review_eval.default`` is false: ``pipelines.review``). Iteration 0 always is."""
+        committed = [k for k in self.iterations() if before is None or k < before]
+        if not committed:
+            raise CorpusError(f"{self.root} has no committed iteration" + (f" before {before}" if before is not None else ""))  # fmt: skip
+        for k in reversed(committed):
+            if k == 0 or (self.run_info(k).get("review_eval") or {}).get("default", True):
+                return k
+        return committed[0]
 
     def run_info(self, iteration: int) -> dict:
         return json.loads((self.iteration_dir(iteration) / RUN).read_text())

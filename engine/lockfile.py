@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK_FILES = ("requirements.lock", "requirements-nodeps.lock")
-INPUT_FILES = ("lock/constraints.txt", "lock/tools.in", "lock/nodeps.in")
+INPUT_FILES = ("lock/constraints.txt", "lock/tools.in", "lock/nodeps.in", "lock/label-studio.in")
 DIGEST_FILE = "lock/inputs.sha256"
 # The project itself is installed editable from the checkout, not from the lock.
 OWN_DISTRIBUTION = "fld-engine"

@@ -155,6 +155,9 @@ class Sample:
     texts: list[Text] = field(default_factory=list)
     phrases: list[Phrase] = field(default_factory=list)
     hashes: dict = field(default_factory=dict)  # pixel_sha256, phash (engine.dedup)
+    # The region kinds a person reviewed on this image (annotators.human_labels): the
+    # human_review filter takes the human rows of these kinds as the truth.
+    reviewed_kinds: tuple[str, ...] = ()
 
     @property
     def kept_regions(self) -> list[Region]:

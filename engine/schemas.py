@@ -142,6 +142,33 @@ DUPLICATES = pa.schema(
     ]
 )
 
+# People's judgements of a corpus's labels (``corpus/reviews/reviews.parquet``, written by
+# ``fld import-reviews``; engine/reviews.py): one row per region a reviewer saw or drew.
+# Corpus-level, not per iteration: ``iteration`` is the one whose regions were sent.
+REVIEWS = pa.schema(
+    [
+        pa.field("review_id", pa.string(), nullable=False),  # project:task:region key
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("iteration", pa.int32(), nullable=False),  # the iteration that was shown
+        pa.field("project", pa.string(), nullable=False),  # server URL and project id
+        pa.field("task_id", pa.int64(), nullable=False),
+        pa.field("annotation_id", pa.int64(), nullable=False),
+        pa.field("reviewer", pa.string(), nullable=False),  # e-mail, else the user id
+        pa.field("reviewed_at", pa.string(), nullable=False),  # the annotation's updated_at
+        # accepted | corrected | rejected (a sent region the reviewer deleted) | added
+        pa.field("verdict", pa.string(), nullable=False),
+        pa.field("region_id", pa.string()),  # the sent region; null for an added one
+        pa.field("kind", pa.string(), nullable=False),  # object | ocr
+        pa.field("x0", pa.float32(), nullable=False),  # the reviewer's box (for rejected:
+        pa.field("y0", pa.float32(), nullable=False),  # the model's), in pixels as regions
+        pa.field("x1", pa.float32(), nullable=False),
+        pa.field("y1", pa.float32(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),  # class name, or the OCR line's text
+        pa.field("holdout", pa.bool_(), nullable=False),  # kept out of training: judges
+        pa.field("source", pa.string(), nullable=False),  # human@1
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "texts": TEXTS,

@@ -5,7 +5,8 @@ arguments are the filter class's fields, ``enabled`` turns it off). Each filter 
 its ``stage`` (``engine.steps.STAGES``: region filters after the region annotators, text
 filters after the captioners, phrase filters after the grounders); within a stage, in the
 order of ``REGISTRY``: geometry (clip, then size and area), confidence, NMS (per source),
-then fusion (across sources), each on the rows the previous ones kept.
+people's labels over the models' on reviewed images, then fusion (across sources),
+each on the rows the previous ones kept.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "geometry": "filters.geometry:GeometryFilter",
     "confidence": "filters.confidence:ConfidenceFilter",
     "nms": "filters.nms:NMSFilter",
+    "human_review": "filters.human_review:HumanReviewFilter",
     "fusion": "filters.fusion:FusionFilter",
     "text_complexity": "filters.text_complexity:TextComplexityFilter",
     "phrase_confidence": "filters.phrase_confidence:PhraseConfidenceFilter",

@@ -53,7 +53,11 @@ class NMSFilter(RegionFilter):
         from engine.boxes import batched_nms
 
         decisions: list[Decision] = [True] * len(regions)
-        candidates = [i for i, region in enumerate(regions) if region.kind in self.kinds]
+        # A person's boxes (human@1, fld import-reviews) are never suppressed.
+        candidates = [
+            i for i, region in enumerate(regions)
+            if region.kind in self.kinds and not region.source.startswith("human@")
+        ]  # fmt: skip
         if len(candidates) < 2:
             return decisions
         groups: dict[tuple, int] = {}

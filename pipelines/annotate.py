@@ -32,6 +32,7 @@ import socket
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -426,10 +427,13 @@ def annotate_corpus(
     out: str,
     show_progress: bool = True,
     run_notes: dict | None = None,
+    judge: Callable[[Corpus, int], dict] | None = None,
 ) -> RunSummary:
     """Annotate ``input_path`` into iteration ``config.run.iteration`` of the corpus at
     ``out`` (a local path or a store URI); resumes an interrupted run, and does nothing
-    for a committed iteration. ``run_notes`` are added to the iteration's ``run.json``."""
+    for a committed iteration. ``run_notes`` are added to the iteration's ``run.json``;
+    ``judge(corpus, iteration)``, called once every shard is written and before the
+    commit, returns its ``review_eval`` (``pipelines.review.judge_iteration``)."""
     started = time.time()
     iteration = config.run.iteration
     # Resolved here: workers write the shards, from their own working folders.
@@ -539,6 +543,8 @@ def annotate_corpus(
         settings = config.dedup.model_dump(exclude={"enabled"})
         run_info["duplicates"] = write_duplicates(corpus, iteration, settings)
         run_info["duplicates"]["seconds"] = round(time.perf_counter() - began, 3)
+    if judge is not None:
+        run_info["review_eval"] = judge(corpus, iteration)
     writer.commit(run_info)
     # Committed: the per-shard files (the resume unit) are no longer needed as such; merged
     # into large parts when the iteration is large enough for their number to cost queries.

@@ -360,18 +360,21 @@ def command_refine(args: argparse.Namespace) -> int:
         )
     config = config_of_iteration(corpus, 0, args)  # by default iteration 0's own config
     check_writable(args.corpus)
-    from pipelines.refine import refine_corpus
+    from pipelines.refine import corpus_verdict, refine_corpus
 
     with CorpusLock.at(args.corpus, "refine"):
         summaries = refine_corpus(
-            args.corpus, args.iterations, config, show_progress=not args.quiet
-        )
+            args.corpus, args.iterations, config, show_progress=not args.quiet,
+            accept_worse=args.accept_worse,
+        )  # fmt: skip
     for summary in summaries:
         rows, kept = summary.counts.get("rows", {}), summary.counts.get("kept", {})
         print(
             f"committed iteration {summary.iteration}: {kept.get('regions', 0)} of "
             f"{rows.get('regions', 0)} regions kept, {rows.get('errors', 0)} errors"
         )
+        if "review_eval" in corpus.run_info(summary.iteration):
+            print(corpus_verdict(corpus, summary.iteration))
     if not summaries:
         print(
             f"iterations 1..{args.iterations} of {args.corpus} are already committed: nothing to do"
@@ -379,9 +382,48 @@ def command_refine(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_review(args: argparse.Namespace) -> int:
+    from engine.corpus import CorpusLock
+    from engine.label_studio import client_from
+    from pipelines.review import ReviewOptions, send_for_review, send_summary_text
+
+    if args.limit < 1:
+        raise UsageError(f"--limit: {args.limit} must be at least 1")
+    if not 0.0 <= args.holdout < 1.0:
+        raise UsageError(f"--holdout: {args.holdout} must be in [0, 1)")
+    options = ReviewOptions(
+        limit=args.limit, sample=args.sample, seed=args.seed, iteration=args.iteration,
+        holdout=args.holdout, images=args.images, document_root=args.document_root,
+        project=args.project, title=args.title,
+    )  # fmt: skip
+    client = client_from(args.url, args.token)
+    check_writable(args.corpus)
+    with CorpusLock.at(args.corpus, "review"):
+        summary = send_for_review(args.corpus, client, options, show_progress=not args.quiet)
+    print(send_summary_text(summary))
+    return 0
+
+
+def command_import_reviews(args: argparse.Namespace) -> int:
+    from engine.corpus import CorpusLock
+    from engine.label_studio import client_from
+    from pipelines.review import import_reviews
+
+    client = client_from(args.url, args.token)
+    check_writable(args.corpus)
+    with CorpusLock.at(args.corpus, "import-reviews"):
+        summary = import_reviews(args.corpus, client, show_progress=not args.quiet)
+    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"
+    print(
+        f"imported {summary.tasks} reviewed tasks ({summary.updated} new or changed), "
+        f"{summary.pending} not reviewed yet, {summary.skipped} skipped; regions: {verdicts}"
+    )
+    return 0
+
+
 def command_diff(args: argparse.Namespace) -> int:
     from engine.query import format_table
-    from pipelines.diff import diff_iterations
+    from pipelines.diff import diff_iterations, review_changes
 
     table = diff_iterations(args.corpus, args.a, args.b)
     columns = ["kind", "label", "added", "removed", "changed", "unchanged"]
@@ -389,12 +431,29 @@ def command_diff(args: argparse.Namespace) -> int:
     print(format_table(columns, [tuple(row[c] for c in columns) for row in table]))
     totals = {c: sum(row[c] for row in table) for c in columns[2:]}
     print("total: " + ", ".join(f"{value} {key}" for key, value in totals.items()))
+    people = review_changes(args.corpus, args.b)
+    if people["human_kept"] or people["human_rejected"]:
+        print(
+            f"people's reviews in iteration {args.b}: {people['human_kept']} boxes of theirs kept "
+            f"(human@1, {people['human_images']} images); model boxes they replaced: "
+            f"{people['human_superseded']} (human_superseded), rejected: "
+            f"{people['human_rejected']} (human_rejected)"
+        )
     return 0
 
 
 def command_eval(args: argparse.Namespace) -> int:
     from pipelines.evaluate import EvalError, evaluate_corpus, format_results
 
+    if bool(args.gt) == bool(args.reviews):
+        raise UsageError("give one of --gt COCO.json and --reviews")
+    if args.reviews:
+        from pipelines.review import evaluate_reviews_corpus
+
+        results = evaluate_reviews_corpus(args.corpus, args.iteration)
+        print(f"{args.corpus} against people's labels of the reviewed hold-out images (fld import-reviews)")  # fmt: skip
+        print(format_results(results))
+        return 0
     try:
         results = evaluate_corpus(
             args.corpus, args.gt, iteration=args.iteration, write=not args.no_write
@@ -595,7 +654,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="override any config key"
     )
     refine.add_argument("--quiet", action="store_true", help="no progress bars")
+    refine.add_argument(
+        "--accept-worse", action="store_true",
+        help="make an iteration the default even when it scores below its parent on the "
+        "reviewed hold-out images (also one committed before)",
+    )  # fmt: skip
     refine.set_defaults(handler=command_refine)
+
+    review = commands.add_parser(
+        "review", help="send the images the ensemble is least sure of to Label Studio for review"
+    )
+    review.add_argument("corpus")
+    review.add_argument("--to", choices=["label-studio"], default="label-studio")
+    review.add_argument("--url", help="the server (default: $LABEL_STUDIO_URL)")
+    review.add_argument(
+        "--token", help="a personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)"
+    )
+    review.add_argument("--limit", type=int, default=20, help="images to send (default 20)")
+    review.add_argument(
+        "--sample", choices=["uncertain", "random"], default="uncertain",
+        help="uncertain (default): where the ensemble is least sure; random: an unbiased audit",
+    )  # fmt: skip
+    review.add_argument("--seed", type=int, default=0, help="for --sample random")
+    review.add_argument("--iteration", type=int, help="the iteration shown (default: the corpus's default)")  # fmt: skip
+    review.add_argument(
+        "--holdout", type=float, default=0.5,
+        help="share of the sent images kept out of training, to judge iterations (default 0.5)",
+    )  # fmt: skip
+    review.add_argument(
+        "--images", choices=["auto", "url", "presign", "local-files", "inline"], default="auto",
+        help="how Label Studio gets the images (default auto: http inputs as they are, s3 "
+        "presigned, local files under --document-root served by Label Studio, else inline)",
+    )  # fmt: skip
+    review.add_argument("--document-root", help="the server's LOCAL_FILES_DOCUMENT_ROOT (--images local-files)")  # fmt: skip
+    review.add_argument("--project", type=int, help="add to this project (default: a new one)")
+    review.add_argument("--title", help="the new project's title")
+    review.add_argument("--quiet", action="store_true")
+    review.set_defaults(handler=command_review)
+
+    import_reviews = commands.add_parser(
+        "import-reviews", help="bring finished Label Studio reviews into the reviews table"
+    )
+    import_reviews.add_argument("corpus")
+    import_reviews.add_argument("--from", dest="source", choices=["label-studio"], default="label-studio")  # fmt: skip
+    import_reviews.add_argument("--url", help="the server (default: $LABEL_STUDIO_URL)")
+    import_reviews.add_argument("--token", help="default: $LABEL_STUDIO_API_KEY")
+    import_reviews.add_argument("--quiet", action="store_true")
+    import_reviews.set_defaults(handler=command_import_reviews)
 
     train = commands.add_parser(
         "train", help="fine-tune a Florence-2 student on a committed iteration's labels"
@@ -626,9 +731,11 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="mAP, precision, recall and OCR accuracy against COCO ground truth"
     )
     evaluate.add_argument("corpus")
+    evaluate.add_argument("--gt", help="COCO instances JSON; images matched by file name")
     evaluate.add_argument(
-        "--gt", required=True, help="COCO instances JSON; images matched by file name"
-    )
+        "--reviews", action="store_true",
+        help="against people's labels of the reviewed hold-out images instead (printed only)",
+    )  # fmt: skip
     evaluate.add_argument("--iteration", type=int, help="default: every committed iteration")
     evaluate.add_argument(
         "--no-write", action="store_true", help="do not store the results in run.json"
@@ -656,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engine.corpus import CorpusError
     from engine.executors import PlacementError, WorkerSetupError
+    from engine.label_studio import LabelStudioError
     from engine.sources import InputError
     from engine.storage import StorageError
     from pipelines.config import ConfigError
@@ -664,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (
         ConfigError, CorpusError, InputError, UsageError, FileNotFoundError, PlacementError,
-        StorageError, WorkerSetupError,
+        StorageError, WorkerSetupError, LabelStudioError,
     ) as exc:  # fmt: skip
         print(f"fld {args.command}: {exc}", file=sys.stderr)
         return 2

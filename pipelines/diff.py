@@ -80,3 +80,19 @@ def compare_image(
                 counter["unchanged" if iou >= same_iou else "changed"] += 1
         counter["removed"] += len(before) - len(matched_before)
         counter["added"] += len(after) - len(matched_after)
+
+
+def review_changes(corpus_path: str | Path, b: int) -> dict[str, int]:
+    """What people's reviews did in iteration ``b`` (``filters.human_review``): their boxes
+    kept (``human@1``), and the models' boxes they replaced or rejected."""
+    connection = connect(corpus_path, [b], with_duplicates=False)
+    try:
+        rows = connection.execute(
+            "SELECT count(*) FILTER (WHERE kept AND source = 'human@1'), "
+            "count(DISTINCT image_id) FILTER (WHERE source = 'human@1'), "
+            "count(*) FILTER (WHERE drop_reason = 'human_superseded'), "
+            "count(*) FILTER (WHERE drop_reason = 'human_rejected') FROM regions"
+        ).fetchone()
+    finally:
+        connection.close()
+    return dict(zip(("human_kept", "human_images", "human_superseded", "human_rejected"), rows, strict=True))  # fmt: skip

@@ -162,12 +162,15 @@ def ssd_student_entries(config: EngineConfig, corpus: Corpus, iteration: int, we
 
 
 def iteration_config(
-    config: EngineConfig, corpus: Corpus, iteration: int, student: Path | None
-) -> EngineConfig:
-    """Iteration k's config: specialists replayed from k-1 (or rerun), plus the student
-    (none when ``student`` is None: its training was skipped)."""
+    config: EngineConfig, corpus: Corpus, iteration: int, student: Path | None,
+    parent: int | None = None,
+) -> EngineConfig:  # fmt: skip
+    """Iteration k's config: specialists replayed from ``parent`` (default k-1; or rerun),
+    plus the student (none when ``student`` is None: its training was skipped), plus
+    people's labels when the iteration has a reviews snapshot (``human_labels``)."""
     tree = config.to_dict()
     refine = config.refine
+    parent = iteration - 1 if parent is None else parent
     annotators = []
     replay_added = False
     for spec in config.annotators:
@@ -177,15 +180,15 @@ def iteration_config(
                     {
                         "name": "replay",
                         "corpus": str(corpus.root.resolve()),
-                        "iteration": iteration - 1,
+                        "iteration": parent,
                         "sources": specialist_sources(config),
                     }
                 )
                 replay_added = True
             continue
         entry = spec.model_dump(mode="json", exclude_none=True)
-        if is_student(entry):
-            continue  # an earlier iteration's student: replaced by this one
+        if is_student(entry) or spec.name == "human_labels":
+            continue  # an earlier iteration's student or reviews: replaced by this one's
         if (
             student is not None
             and refine.student.kind == "florence2"
@@ -212,6 +215,16 @@ def iteration_config(
                 "device": refine.student.device,
             }
         }
+    snapshot = reviews_snapshot(corpus, iteration)
+    if snapshot.exists():
+        annotators.insert(
+            last_index(annotators, "regions"),
+            {
+                "name": "human_labels",
+                "reviews": str(snapshot.resolve() if isinstance(snapshot, Path) else snapshot),
+                "sha256": hashlib.sha256(snapshot.read_bytes()).hexdigest(),
+            },
+        )
     for stage in ("regions", "texts", "masks"):
         if stage in entries:
             annotators.insert(last_index(annotators, stage), entries[stage])
@@ -274,8 +287,35 @@ def validation_map50(metrics) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
+def reviews_snapshot(corpus: Corpus, iteration: int):
+    """Where iteration ``iteration`` keeps the reviews it started with (``engine.reviews``):
+    its human labels, its student's and its judgement all read this copy, so a resumed
+    iteration uses the same reviews even if more were imported meanwhile."""
+    return corpus.root / "models" / f"iteration={iteration}" / "reviews.parquet"
+
+
+def snapshot_reviews(corpus: Corpus, iteration: int) -> bool:
+    """Copy the corpus's reviews table for ``iteration`` unless it has its copy already;
+    True when the iteration has reviews."""
+    from engine.reviews import reviews_path
+
+    snapshot = reviews_snapshot(corpus, iteration)
+    if snapshot.exists():
+        return True
+    source = reviews_path(corpus)
+    if not source.exists():
+        return False
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(snapshot, source.read_bytes())
+    return True
+
+
 def train_florence2_student(
-    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
+    corpus: Corpus,
+    iteration: int,
+    config: EngineConfig,
+    show_progress: bool = True,
+    parent: int | None = None,
 ) -> Path:
     """Train (or resume, or find trained) the Florence-2 student of ``iteration`` on
     iteration-1's export; returns its model folder. Its ``student.json`` is the training
@@ -292,26 +332,30 @@ def train_florence2_student(
     folder = corpus.root / "models" / f"iteration={iteration}"
     if show_progress and not (folder / "florence2" / "train.json").exists():
         print(f"iteration {iteration}: training the Florence-2 student", file=sys.stderr)
+    parent = iteration - 1 if parent is None else parent
     summary = train_florence2(
-        corpus, iteration - 1, folder / "florence2", config.refine.student.florence2, show_progress
+        corpus, parent, folder / "florence2", config.refine.student.florence2, show_progress
     )
     atomic_write_json(folder / "student.json", {k: v for k, v in summary.items() if k != "losses"})
     return folder / "florence2" / "model"
 
 
 def train_student(
-    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
-) -> Path:
-    """Train (or find already trained) the student of ``iteration`` on iteration-1's
-    kept object regions; returns the path of its weights (checked: ``check_student_weights``)."""
+    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True,
+    parent: int | None = None,
+) -> Path:  # fmt: skip
+    """Train (or find already trained) the student of ``iteration`` on ``parent``'s
+    (default: iteration-1's) kept object regions; returns the path of its weights
+    (checked: ``check_student_weights``)."""
     from pipelines.exports import export_corpus
 
+    parent = iteration - 1 if parent is None else parent
     if config.refine.student.kind == "florence2":
-        return train_florence2_student(corpus, iteration, config, show_progress)
+        return train_florence2_student(corpus, iteration, config, show_progress, parent)
     if config.refine.student.kind == "ssd":
         if config.refine.student.ssd.train_num_gpus > 0:
-            return train_ssd_student_in_ray(corpus, iteration, config, show_progress)
-        return train_ssd_student_of(corpus, iteration, config, show_progress)
+            return train_ssd_student_in_ray(corpus, iteration, config, show_progress, parent)
+        return train_ssd_student_of(corpus, iteration, config, show_progress, parent)
 
     folder = models_folder(corpus, iteration)
     weights = folder / "student.pt"
@@ -327,13 +371,13 @@ def train_student(
     folder.mkdir(parents=True, exist_ok=True)
     data_dir = folder / "data"
     export = export_corpus(
-        corpus.root, "yolo", data_dir, iteration=iteration - 1, overwrite=True,
+        corpus.root, "yolo", data_dir, iteration=parent, overwrite=True,
         val_fraction=student.val_fraction, include_ocr=False,
         keep_duplicates=config.refine.keep_duplicates,
     )  # fmt: skip
     if export["counts"]["boxes"] == 0:
         raise NoTrainingLabels(
-            f"iteration {iteration - 1} has no kept object regions to train a student on"
+            f"iteration {parent} has no kept object regions to train a student on"
         )
     train_dir = folder / "train"
     shutil.rmtree(train_dir, ignore_errors=True)  # a killed training starts over
@@ -387,7 +431,7 @@ def train_student(
             "model": student.model,
             "epochs": student.epochs,
             "image_size": student.image_size,
-            "trained_on_iteration": iteration - 1,
+            "trained_on_iteration": parent,
             "data": export["counts"],
             "train_seconds": round(time.time() - started, 1),
             # Validation on the held-out share of iteration k-1's kept boxes (pseudo-labels).
@@ -401,15 +445,20 @@ def train_student(
 
 
 def train_ssd_student_of(
-    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
-) -> Path:
+    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True,
+    parent: int | None = None,
+) -> Path:  # fmt: skip
     """Train (or resume, or find trained: then its SHA-256 is checked) the SSD student of
-    ``iteration`` on iteration-1's kept object regions; returns its weights' local path
-    (for a corpus on a store, in this machine's cache; the weights and their summary are
-    also stored in the corpus's ``models/iteration=K``, weights first)."""
+    ``iteration`` on ``parent``'s (default: iteration-1's) kept object regions, with
+    people's labels in place of the models' on reviewed images and hold-out images left
+    out (the iteration's reviews snapshot, ``engine.reviews``); returns its weights' local
+    path (for a corpus on a store, in this machine's cache; the weights and their summary
+    are also stored in the corpus's ``models/iteration=K``, weights first)."""
+    from engine.reviews import HumanLabels
     from engine.sources import ByteReader
     from pipelines.ssd_student import WEIGHTS, TrainingData, corpus_examples, train_ssd_student
 
+    parent = iteration - 1 if parent is None else parent
     settings = config.refine.student.ssd
     folder = models_folder(corpus, iteration)
     fetch_stored_student(corpus, iteration, folder, WEIGHTS)
@@ -417,12 +466,14 @@ def train_ssd_student_of(
     if done:
         examples, stats = [], {}
     else:
+        snapshot = reviews_snapshot(corpus, iteration)
+        human = HumanLabels.read(snapshot) if snapshot.exists() else None
         examples, stats = corpus_examples(
-            corpus, iteration - 1, settings, config.refine.keep_duplicates
+            corpus, parent, settings, config.refine.keep_duplicates, human
         )
         if not stats["boxes"]:
             raise NoTrainingLabels(
-                f"iteration {iteration - 1} kept no object region with a COCO label and a score "
+                f"iteration {parent} kept no object region with a COCO label and a score "
                 f"of at least {settings.min_label_score} (refine.student.ssd.min_label_score) "
                 "to train the SSD student on"
             )
@@ -436,8 +487,8 @@ def train_ssd_student_of(
     try:
         data = TrainingData(
             examples,
-            lambda uri: corpus.load_image(uri, iteration - 1, reader),
-            {"trained_on_iteration": iteration - 1, **stats},
+            lambda uri: corpus.load_image(uri, parent, reader),
+            {"trained_on_iteration": parent, **stats},
         )
         train_ssd_student(data, folder, settings, show_progress)
     finally:
@@ -448,19 +499,22 @@ def train_ssd_student_of(
     return folder / WEIGHTS
 
 
-def ssd_student_task(corpus_root: str, iteration: int, config_tree: dict, show_progress: bool) -> str:  # fmt: skip
+def ssd_student_task(corpus_root: str, iterations: tuple[int, int], config_tree: dict, show_progress: bool) -> str:  # fmt: skip
     """The body of the Ray task that trains an SSD student (``train_ssd_student_in_ray``):
-    in a worker process, on the device Ray assigned it; returns where the weights are on
-    that worker's machine (a corpus on a store also holds them: ``store_student``)."""
+    in a worker process, on the device Ray assigned it; ``iterations``: the student's
+    iteration and its parent. Returns where the weights are on that worker's machine (a
+    corpus on a store also holds them: ``store_student``)."""
     from pipelines.config import validate_tree
 
     config = validate_tree(config_tree)
-    return str(train_ssd_student_of(Corpus(corpus_root), iteration, config, show_progress))
+    iteration, parent = iterations
+    return str(train_ssd_student_of(Corpus(corpus_root), iteration, config, show_progress, parent))  # fmt: skip
 
 
 def train_ssd_student_in_ray(
-    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True
-) -> Path:
+    corpus: Corpus, iteration: int, config: EngineConfig, show_progress: bool = True,
+    parent: int | None = None,
+) -> Path:  # fmt: skip
     """The SSD student trained in a Ray task asking for ``refine.student.ssd.train_num_gpus``
     GPUs and ``train_num_cpus`` CPUs, on the cluster at ``run.address`` (a Ray started here
     when there is none, and stopped after). A cluster without that many GPUs is refused
@@ -484,7 +538,10 @@ def train_ssd_student_in_ray(
         task = ray.remote(num_gpus=settings.train_num_gpus, num_cpus=settings.train_num_cpus, max_retries=0)  # fmt: skip
         remote_path = ray.get(
             task(ssd_student_task).remote(
-                str(corpus.root), iteration, config.to_dict(), show_progress
+                str(corpus.root),
+                (iteration, iteration - 1 if parent is None else parent),
+                config.to_dict(),
+                show_progress,
             )  # fmt: skip
         )
     finally:
@@ -559,8 +616,16 @@ def refine_corpus(
     iterations: int,
     config: EngineConfig | None = None,
     show_progress: bool = True,
+    accept_worse: bool = False,
 ) -> list[RunSummary]:
-    """Run refinement iterations 1..``iterations`` that are not committed yet."""
+    """Run refinement iterations 1..``iterations`` that are not committed yet. Each builds
+    on the corpus's default iteration before it (``Corpus.default_iteration``: the latest
+    not judged worse than its parent by people's hold-out reviews), and when the corpus
+    has reviews, is judged against them before it commits (``pipelines.review``);
+    ``accept_worse`` makes an iteration the default even when it scores below its parent
+    (also one committed earlier)."""
+    from pipelines.review import accept_iteration, judge_iteration
+
     corpus = Corpus(corpus_path)
     if not corpus.is_committed(0):
         raise CorpusError(f"{corpus_path} has no committed iteration 0: run `fld run` first")
@@ -571,10 +636,20 @@ def refine_corpus(
         if corpus.is_committed(iteration):
             if show_progress:
                 print(f"iteration {iteration} is already committed", file=sys.stderr)
+            if accept_worse:
+                accept_iteration(corpus, iteration, show_progress)
             compact_if_due(corpus, iteration, show_progress)  # one a killed run left unfinished
             continue
+        parent = corpus.default_iteration(before=iteration)
+        if parent != iteration - 1 and show_progress:
+            print(
+                f"iteration {iteration}: builds on iteration {parent}, the corpus's default "
+                f"(iteration {iteration - 1} scored below its parent on the reviews)",
+                file=sys.stderr,
+            )
+        reviewed = snapshot_reviews(corpus, iteration)
         try:
-            student = train_student(corpus, iteration, config, show_progress)
+            student = train_student(corpus, iteration, config, show_progress, parent)
         except NoTrainingLabels as exc:
             if show_progress:
                 print(f"iteration {iteration}: no student ({exc})", file=sys.stderr)
@@ -582,8 +657,41 @@ def refine_corpus(
         if student is not None:
             summary_folder = student.parent.parent if student.is_dir() else student.parent
             notes = {"student": json.loads((summary_folder / "student.json").read_text())}
-        iteration_cfg = iteration_config(config, corpus, iteration, student)
+        notes["parent"] = parent
+        iteration_cfg = iteration_config(config, corpus, iteration, student, parent)
+
+        def judge(corpus: Corpus, iteration: int, parent: int = parent) -> dict:
+            snapshot = reviews_snapshot(corpus, iteration)
+            return judge_iteration(corpus, (iteration, parent), snapshot, accept_worse)
+
         summaries.append(
-            annotate_corpus(iteration_cfg, input_path, str(corpus.root), show_progress, notes)
+            annotate_corpus(
+                iteration_cfg,
+                input_path,
+                str(corpus.root),
+                show_progress,
+                notes,
+                judge if reviewed else None,
+            )  # fmt: skip
         )
     return summaries
+
+
+def corpus_verdict(corpus: Corpus, iteration: int) -> str:
+    """One sentence on how people's hold-out reviews judged ``iteration``."""
+    judged = corpus.run_info(iteration).get("review_eval") or {}
+    if judged.get("map50") is None:
+        return f"iteration {iteration}: no hold-out review to judge it by ({judged.get('why', 'none')})"  # fmt: skip
+    figures = (
+        f"mAP50 {judged['map50']:.3f} on {judged['images']} reviewed hold-out images, "
+        f"iteration {judged['parent']}: {judged['parent_map50']:.3f}"
+    )
+    if not judged["worse"]:
+        return f"iteration {iteration}: {figures}; it is the corpus's default"
+    if judged["default"]:
+        return f"iteration {iteration}: {figures}; below its parent, made the default anyway (--accept-worse)"  # fmt: skip
+    return (
+        f"iteration {iteration}: {figures}; below its parent: committed, but iteration "
+        f"{judged['parent']} stays the corpus's default for export, report and the next refine "
+        f"(--iteration {iteration} reaches it; fld refine --accept-worse makes it the default)"
+    )

@@ -92,11 +92,14 @@ def coco_id(label: str) -> int | None:
 
 
 def corpus_examples(
-    corpus: Corpus, iteration: int, settings, keep_duplicates: bool = False
+    corpus: Corpus, iteration: int, settings, keep_duplicates: bool = False, human=None
 ) -> tuple[list[TrainingImage], dict]:
     """Every image of committed ``iteration`` with its pseudo-labels (see the module
     docstring; ``settings``: ``min_label_score``, ``ignore_score``), in URI order, and
-    counts of what was read; copies of another image left out unless ``keep_duplicates``."""
+    counts of what was read; copies of another image left out unless ``keep_duplicates``.
+    ``human`` (``engine.reviews.HumanLabels``): on reviewed images people's object boxes
+    replace the pseudo-labels (a label that is no COCO class is ignored, not background),
+    and hold-out images are left out: they judge the iterations."""
     from engine.query import connect
 
     # Copies of an image (duplicate groups' members that are not the representative) are
@@ -104,7 +107,7 @@ def corpus_examples(
     connection = connect(corpus.root, [iteration], skip_duplicates=not keep_duplicates)
     try:
         rows = connection.execute(
-            "SELECT i.uri, r.label, r.score, r.kept, r.x0, r.y0, r.x1, r.y1 FROM images i "
+            "SELECT i.uri, i.image_id, r.label, r.score, r.kept, r.x0, r.y0, r.x1, r.y1 FROM images i "
             "LEFT JOIN regions r ON r.image_id = i.image_id AND r.kind = 'object' "
             "ORDER BY i.uri, r.region_id"
         ).fetchall()
@@ -112,8 +115,28 @@ def corpus_examples(
         connection.close()
     by_uri: dict[str, dict[str, list]] = {}
     counts: Counter = Counter()
-    for uri, label, score, kept, *box in rows:
+    holdout = human.holdout if human is not None else set()
+    reviewed = human.trained if human is not None else set()
+    for uri, image_id, label, score, kept, *box in rows:
+        if image_id in holdout:
+            counts[f"holdout:{uri}"] = 1
+            continue
         entry = by_uri.setdefault(uri, {"boxes": [], "classes": [], "ignore": []})
+        if image_id in reviewed:
+            if "human" not in entry:
+                entry["human"] = True
+                counts["reviewed_images"] += 1
+                for kind, human_label, human_box in human.boxes[image_id]:
+                    if kind != "object":
+                        continue
+                    class_id = coco_id(human_label)
+                    if class_id is None:
+                        entry["ignore"].append(list(human_box))
+                        continue
+                    entry["boxes"].append(list(human_box))
+                    entry["classes"].append(class_id)
+                    counts[f"label:{COCO_LABELS[class_id]}"] += 1
+            continue
         if label is None:
             continue
         class_id = coco_id(label)
@@ -147,6 +170,8 @@ def corpus_examples(
         "boxes": sum(len(e.classes) for e in examples),
         "ignored_boxes": counts["ignored_boxes"],
         "kept_labels_not_coco": counts["not_coco_labels"],
+        "reviewed_images": counts["reviewed_images"],  # people's labels in place of the models'
+        "holdout_images_left_out": sum(1 for k in counts if k.startswith("holdout:")),
         "classes": {
             k.split(":", 1)[1]: v
             for k, v in sorted(counts.items())

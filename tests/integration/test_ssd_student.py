@@ -31,7 +31,8 @@ from pipelines.annotate import annotate_corpus
 from pipelines.config import load_config
 from pipelines.evaluate import evaluate_corpus
 from pipelines.refine import refine_corpus
-from pipelines.ssd_student import TrainingData, TrainingImage, corpus_examples, train_ssd_student
+from pipelines.ssd_student import TrainingData, corpus_examples, train_ssd_student
+from tests.fixtures.students import train_shuffled_student
 
 SCENES = 24
 MARGIN = 0.04  # mAP50 over the specialist alone (measured: +0.087; the control +0.000)
@@ -62,29 +63,9 @@ def map50(corpus: Path, gt: Path) -> dict[int, float]:
     return {k: r["objects"]["map50"] for k, r in evaluate_corpus(corpus, gt, write=False).items()}
 
 
-def shuffled_across_images(examples: list[TrainingImage]) -> list[TrainingImage]:
-    """Each image gets the labels of another (a rotation of the labelled images' label
-    sets: no image keeps its own)."""
-    labelled = [i for i, e in enumerate(examples) if len(e.classes)]
-    rotated = labelled[1:] + labelled[:1]
-    out = list(examples)
-    for target, source in zip(labelled, rotated, strict=True):
-        donor = examples[source]
-        out[target] = TrainingImage(examples[target].uri, donor.boxes, donor.classes, donor.ignore)
-    return out
-
-
 def train_control(corpus: Path, settings) -> None:
     """The student of a broken loop, put where the loop finds a trained student."""
-    store = Corpus(corpus)
-    examples, stats = corpus_examples(store, 0, settings)
-    reader = ByteReader()
-    data = TrainingData(
-        shuffled_across_images(examples),
-        lambda uri: store.load_image(uri, 0, reader),
-        {"trained_on_iteration": 0, "control": "labels shuffled across images", **stats},
-    )
-    train_ssd_student(data, corpus / "models" / "iteration=1", settings, show_progress=False)
+    train_shuffled_student(corpus, (1, 0), settings)
 
 
 def test_the_ssd_student_raises_map50_by_a_margin_a_broken_loop_does_not_reach(iteration0):
