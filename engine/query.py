@@ -68,6 +68,7 @@ def connect(
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
     if with_duplicates or skip_duplicates:
         add_duplicates_view(connection, corpus, chosen)
+    add_review_views(connection, corpus, chosen)
     if skip_duplicates:
         # Every table without the rows of images that are copies (members of a duplicate
         # group that are not its representative), as exports and reports count.
@@ -105,6 +106,40 @@ def add_duplicates_view(connection, corpus: Corpus, iterations: list[int]) -> No
     else:
         connection.register("_empty_duplicates", DUPLICATES.empty_table())
         connection.execute("CREATE VIEW duplicates AS SELECT * FROM _empty_duplicates")
+
+
+REVIEW_EVAL_COLUMNS = {
+    "iteration": "int32", "parent": "int32", "images": "int64", "gt_objects": "int64",
+    "map50": "float64", "parent_map50": "float64", "precision": "float64", "recall": "float64",
+    "worse": "bool_", "made_default": "bool_",
+}  # fmt: skip
+
+
+def add_review_views(connection, corpus: Corpus, iterations: list[int]) -> None:
+    """People's reviews (``engine.reviews``): the view ``reviews`` (the corpus's reviews
+    table, every project; empty with its schema when there is none) and the table
+    ``review_eval``: how each chosen committed iteration scored on the reviewed hold-out
+    images when it was made (its ``run.json``; ``pipelines.review.judge_iteration``)."""
+    import pyarrow as pa
+
+    from engine.reviews import reviews_path
+    from engine.schemas import REVIEWS
+
+    path = reviews_path(corpus)
+    if path.exists():
+        connection.execute(f"CREATE VIEW reviews AS SELECT * FROM read_parquet({sql_literal(sql_path(path))})")  # fmt: skip
+    else:
+        connection.register("_empty_reviews", REVIEWS.empty_table())
+        connection.execute("CREATE VIEW reviews AS SELECT * FROM _empty_reviews")
+    rows = []
+    for k in iterations:
+        if not corpus.is_committed(k):
+            continue
+        judged = corpus.run_info(k).get("review_eval") or {}
+        if judged.get("map50") is not None:
+            rows.append({**{c: judged.get(c) for c in REVIEW_EVAL_COLUMNS}, "iteration": k, "made_default": judged.get("default")})  # fmt: skip
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in REVIEW_EVAL_COLUMNS.items()])
+    connection.register("review_eval", pa.Table.from_pylist(rows, schema=schema))
 
 
 def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
@@ -316,6 +351,16 @@ STATS_QUERIES: dict[str, str] = {
     "errors by stage and type": """
         SELECT iteration, stage, error_type, count(*) AS rows
         FROM errors GROUP BY ALL ORDER BY iteration, rows DESC, stage, error_type""",
+    # engine/reviews.py: what people decided (fld import-reviews), and how each refine
+    # iteration scored on their hold-out images (pipelines/review.py).
+    "reviews: people's verdicts per region": """
+        SELECT iteration AS shown_iteration, kind, verdict, count(*) AS regions,
+               count(DISTINCT image_id) AS images, count_if(holdout)::BIGINT AS holdout
+        FROM reviews GROUP BY ALL ORDER BY shown_iteration, kind, verdict""",
+    "iterations judged on reviewed hold-out images": """
+        SELECT iteration, parent, images, gt_objects, round(map50, 3) AS map50,
+               round(parent_map50, 3) AS parent_map50, worse, made_default
+        FROM review_eval ORDER BY iteration""",
     # engine/dedup.py: groups of copies; exports, the report and the students take the
     # representatives only unless told otherwise.
     "duplicate images (groups of copies)": """

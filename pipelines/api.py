@@ -11,6 +11,8 @@
     corpus.export("coco", "out/coco")        # florence2 | coco | yolo
     corpus.refine(iterations=1)              # the refinement loop, as `fld refine`
     corpus.eval("annotations.json")          # against COCO ground truth, as `fld eval`
+    corpus.review(limit=20)                  # to Label Studio, as `fld review`
+    corpus.import_reviews()                  # people's verdicts back, as `fld import-reviews`
 
 Every method reads only committed iterations and validates what it is given as the CLI does
 (a bad config raises ``ConfigError`` naming the key before any work; a corpus problem
@@ -167,6 +169,45 @@ class Corpus:
 
         return evaluate_corpus(self.path, ground_truth, iteration, write=write)
 
+    def eval_reviews(self, iteration: int | None = None) -> dict:
+        """Kept labels against people's labels of the reviewed hold-out images
+        (``fld eval --reviews``): results by iteration, in ``eval``'s shape."""
+        from pipelines.review import evaluate_reviews_corpus
+
+        return evaluate_reviews_corpus(self.path, iteration)
+
+    def review(self, url: str | None = None, token: str | None = None, **options):
+        """Send images for review to Label Studio (``fld review``; ``options`` as its flags:
+        ``limit``, ``sample``, ``seed``, ``iteration``, ``holdout``, ``images``,
+        ``document_root``, ``project``, ``title``). ``url`` and ``token`` default to
+        ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``. Returns what was sent.
+
+        >>> corpus.review(limit=10, sample="random").project  # doctest: +SKIP
+        'http://127.0.0.1:8080/projects/3'
+        """
+        from engine.corpus import CorpusLock
+        from engine.label_studio import client_from
+        from pipelines.review import ReviewOptions, send_for_review
+
+        client = client_from(url, token)
+        with CorpusLock.at(self._store.root, "review"):
+            return send_for_review(self.path, client, ReviewOptions(**options))
+
+    def import_reviews(self, url: str | None = None, token: str | None = None):
+        """Bring finished reviews back into the ``reviews`` table (``fld import-reviews``);
+        the next ``refine`` takes people's labels as the truth on those images.
+
+        >>> corpus.import_reviews().verdicts  # doctest: +SKIP
+        {'accepted': 16, 'corrected': 2, 'rejected': 1}
+        """
+        from engine.corpus import CorpusLock
+        from engine.label_studio import client_from
+        from pipelines.review import import_reviews
+
+        client = client_from(url, token)
+        with CorpusLock.at(self._store.root, "import-reviews"):
+            return import_reviews(self.path, client)
+
     def export(self, fmt: str, out: str | Path, iteration: int | None = None, **options) -> dict:
         """Training data as ``fmt`` (``florence2``, ``coco``, ``yolo``) in ``out``
         (``fld export``; ``options`` as its flags: ``include_dropped``, ``overwrite``,
@@ -181,16 +222,20 @@ class Corpus:
         config: str | Path | None = None,
         overrides: Sequence[str] = (),
         progress: bool = True,
+        accept_worse: bool = False,
     ) -> list:
         """Refinement iterations 1..``iterations`` not yet committed (``fld refine``), with
         the config iteration 0 was made with unless ``config`` is given; ``overrides`` are
-        ``KEY=VALUE`` strings as ``--set`` takes. Returns each iteration's summary."""
+        ``KEY=VALUE`` strings as ``--set`` takes; ``accept_worse`` as ``--accept-worse``.
+        Returns each iteration's summary."""
         from engine.corpus import CorpusLock
         from pipelines.refine import refine_corpus
 
         chosen = resolved_config(self, config, overrides)
         with CorpusLock.at(self._store.root, "refine"):
-            return refine_corpus(self.path, iterations, chosen, show_progress=progress)
+            return refine_corpus(
+                self.path, iterations, chosen, show_progress=progress, accept_worse=accept_worse
+            )
 
     def to_hf_dataset(self, iteration: int | None = None, split: str = "train"):
         """The kept labels of one iteration as a Hugging Face ``datasets.Dataset``: one row

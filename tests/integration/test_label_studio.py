@@ -69,6 +69,8 @@ def reviewed_by_hand(reviewer: Reviewer, project_id: int) -> dict:
     deleted; every other prediction accepted as it is."""
     annotations = {}
     for task in reviewer.tasks(project_id):
+        if "fld_uri" not in task["data"]:
+            continue  # not this corpus's task
         name = task["data"]["fld_uri"].rsplit("/", 1)[1]
         result = reviewer.prediction(task)
         if name == "bus.jpg":
