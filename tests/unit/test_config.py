@@ -9,6 +9,7 @@ import pytest
 
 from filters.confidence import ConfidenceFilter
 from filters.fusion import FusionFilter
+from filters.human_review import HumanReviewFilter
 from filters.geometry import GeometryFilter
 from filters.nms import NMSFilter
 from filters.phrase_confidence import PhraseConfidenceFilter
@@ -47,6 +48,7 @@ def test_default_config_validates_and_builds():
         GeometryFilter,
         ConfidenceFilter,
         NMSFilter,
+        HumanReviewFilter,
         FusionFilter,
         TextComplexityFilter,
         PhraseConfidenceFilter,
@@ -92,6 +94,7 @@ def test_override_values_are_yaml():
             "filters.text_complexity.enabled=false",
             "filters.fusion.enabled=false",
             "filters.phrase_confidence.enabled=false",
+            "filters.human_review.enabled=false",
             "input.parquet_column=null",
         ],
     )
@@ -120,6 +123,7 @@ def test_config_file_and_overrides_combine(tmp_path):
         GeometryFilter,
         ConfidenceFilter,
         NMSFilter,
+        HumanReviewFilter,
         FusionFilter,
         TextComplexityFilter,
         PhraseConfidenceFilter,

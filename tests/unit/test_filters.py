@@ -50,6 +50,7 @@ def test_registry_resolves_every_filter():
         "geometry",
         "confidence",
         "nms",
+        "human_review",
         "fusion",
         "text_complexity",
         "phrase_confidence",
