@@ -106,7 +106,9 @@ class Report:
         tables are read without them: ``engine.query.connect(skip_duplicates=True)``)."""
         self.corpus = Corpus(corpus_path)
         self.iterations = self.corpus.select_iterations()
-        self.latest = self.iterations[-1]
+        # The gallery's iteration: the corpus's default (the latest committed one that
+        # people's hold-out reviews did not judge worse than its parent).
+        self.latest = self.corpus.select_iteration(None)
         self.connection = connect(corpus_path, skip_duplicates=not keep_duplicates)
         self.samples = samples
 
@@ -282,6 +284,10 @@ class Report:
         for title in ("regions per kind", "regions per source", "errors by stage and type"):
             columns, rows = self.columns_rows(STATS_QUERIES[title])
             sections.append(Section(title.capitalize(), table=html_table(columns, rows, 2)))
+        for title in ("reviews: people's verdicts per region", "iterations judged on reviewed hold-out images"):  # fmt: skip
+            columns, rows = self.columns_rows(STATS_QUERIES[title])
+            if rows:  # only a corpus people reviewed
+                sections.append(Section(title.capitalize(), table=html_table(columns, rows, 3)))
         return sections
 
     def gallery(self) -> str:
