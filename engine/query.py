@@ -110,7 +110,8 @@ def add_duplicates_view(connection, corpus: Corpus, iterations: list[int]) -> No
 
 REVIEW_EVAL_COLUMNS = {
     "iteration": "int32", "parent": "int32", "images": "int64", "gt_objects": "int64",
-    "map50": "float64", "parent_map50": "float64", "precision": "float64", "recall": "float64",
+    "f1": "float64", "parent_f1": "float64", "map50": "float64", "parent_map50": "float64",
+    "precision": "float64", "recall": "float64",
     "worse": "bool_", "made_default": "bool_",
 }  # fmt: skip
 
@@ -136,7 +137,7 @@ def add_review_views(connection, corpus: Corpus, iterations: list[int]) -> None:
         if not corpus.is_committed(k):
             continue
         judged = corpus.run_info(k).get("review_eval") or {}
-        if judged.get("map50") is not None:
+        if judged.get("f1") is not None:
             rows.append({**{c: judged.get(c) for c in REVIEW_EVAL_COLUMNS}, "iteration": k, "made_default": judged.get("default")})  # fmt: skip
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in REVIEW_EVAL_COLUMNS.items()])
     connection.register("review_eval", pa.Table.from_pylist(rows, schema=schema))
@@ -358,7 +359,8 @@ STATS_QUERIES: dict[str, str] = {
                count(DISTINCT image_id) AS images, count_if(holdout)::BIGINT AS holdout
         FROM reviews GROUP BY ALL ORDER BY shown_iteration, kind, verdict""",
     "iterations judged on reviewed hold-out images": """
-        SELECT iteration, parent, images, gt_objects, round(map50, 3) AS map50,
+        SELECT iteration, parent, images, gt_objects, round(f1, 3) AS f1,
+               round(parent_f1, 3) AS parent_f1, round(map50, 3) AS map50,
                round(parent_map50, 3) AS parent_map50, worse, made_default
         FROM review_eval ORDER BY iteration""",
     # engine/dedup.py: groups of copies; exports, the report and the students take the

@@ -680,11 +680,16 @@ def refine_corpus(
 def corpus_verdict(corpus: Corpus, iteration: int) -> str:
     """One sentence on how people's hold-out reviews judged ``iteration``."""
     judged = corpus.run_info(iteration).get("review_eval") or {}
-    if judged.get("map50") is None:
+    if judged.get("f1") is None:
         return f"iteration {iteration}: no hold-out review to judge it by ({judged.get('why', 'none')})"  # fmt: skip
+
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     figures = (
-        f"mAP50 {judged['map50']:.3f} on {judged['images']} reviewed hold-out images, "
-        f"iteration {judged['parent']}: {judged['parent_map50']:.3f}"
+        f"F1 {number(judged['f1'])} (mAP50 {number(judged['map50'])}) on {judged['images']} "
+        f"reviewed hold-out images, iteration {judged['parent']}: F1 {number(judged['parent_f1'])} "
+        f"(mAP50 {number(judged['parent_map50'])})"
     )
     if not judged["worse"]:
         return f"iteration {iteration}: {figures}; it is the corpus's default"

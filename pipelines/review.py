@@ -584,30 +584,48 @@ def evaluate_reviews_corpus(corpus_path: str | Path, iteration: int | None = Non
     return {k: evaluate_on_reviews(corpus, k, labels) for k in chosen}
 
 
+def f1_of(objects: dict) -> float | None:
+    """F1 at IoU 0.5 of kept object boxes (``pipelines.evaluate``'s precision and recall:
+    every kept label counts, also one no reviewer drew anywhere)."""
+    precision, recall = objects["precision"], objects["recall"]
+    if precision is None or recall is None:
+        return None
+    return (
+        0.0 if precision + recall == 0 else round(2 * precision * recall / (precision + recall), 6)
+    )
+
+
 def judge_iteration(corpus: Corpus, iterations: tuple[int, int], snapshot, accept_worse: bool) -> dict:  # fmt: skip
     """``review_eval`` of a new iteration (``iterations``: it and its parent) against the
     hold-out reviews of its snapshot: both iterations' measures, and whether it becomes
-    the corpus's default (not when its mAP50 is below its parent's, unless
-    ``accept_worse``)."""
+    the corpus's default: not when its **F1 at IoU 0.5** of kept object boxes is below its
+    parent's, unless ``accept_worse``.
+
+    Why F1 and not mAP50 (also recorded): a corpus exports its kept boxes, not a ranking,
+    and COCO mAP leaves out every class without a ground-truth box on the hold-out images,
+    so an iteration that keeps a bicycle on every image, where reviewers drew none, would
+    score as its parent does. F1 counts every kept box a reviewer did not draw."""
     iteration, parent = iterations
     labels = HumanLabels.read(snapshot)
     if not labels.holdout:
-        return {"map50": None, "why": "no reviewed hold-out image", "worse": False, "default": True, "parent": parent}  # fmt: skip
+        return {"f1": None, "map50": None, "why": "no reviewed hold-out image", "worse": False, "default": True, "parent": parent}  # fmt: skip
     mine = evaluate_on_reviews(corpus, iteration, labels)
     theirs = evaluate_on_reviews(corpus, parent, labels)
-    score, parent_score = mine["objects"]["map50"], theirs["objects"]["map50"]
+    score, parent_score = f1_of(mine["objects"]), f1_of(theirs["objects"])
     if score is None or parent_score is None:
-        return {"map50": None, "why": "no object box on the reviewed hold-out images", "worse": False, "default": True, "parent": parent}  # fmt: skip
+        return {"f1": None, "map50": None, "why": "no object box on the reviewed hold-out images", "worse": False, "default": True, "parent": parent}  # fmt: skip
     worse = score < parent_score
     return {
         "parent": parent,
+        "score": "f1 at IoU 0.5 of kept object boxes",
         "images": mine["images"]["matched"],
         "gt_objects": mine["objects"]["gt_objects"],
-        "map50": score,
-        "map50_95": mine["objects"]["map50_95"],
+        "f1": score,
+        "parent_f1": parent_score,
+        "map50": mine["objects"]["map50"],
+        "parent_map50": theirs["objects"]["map50"],
         "precision": mine["objects"]["precision"],
         "recall": mine["objects"]["recall"],
-        "parent_map50": parent_score,
         "parent_precision": theirs["objects"]["precision"],
         "parent_recall": theirs["objects"]["recall"],
         "gt_sha256": mine["gt_sha256"],

@@ -180,14 +180,9 @@ def test_review_round_trip_with_a_real_label_studio(server, tmp_path):
     assert "OPEN DAILY 7-19" in diff.stdout and "human_rejected" in diff.stdout
 
     # An iteration made worse on purpose is committed but not made the default.
-    from pipelines.config import load_config
-    from tests.fixtures.students import train_shuffled_student
+    from tests.fixtures.students import train_hard_shuffled_student
 
-    hard = load_config(None, [
-        "refine.student.ssd.epochs=30", "refine.student.ssd.learning_rate=0.01",
-        "refine.student.ssd.frozen_blocks=0", "refine.student.ssd.min_label_score=0.0",
-    ])  # fmt: skip
-    train_shuffled_student(corpus, (2, 1), hard.refine.student.ssd)
+    train_hard_shuffled_student(corpus, (2, 1))
     worse = fld_with(server, "refine", str(corpus), "--iterations", "2", "--quiet")
     assert "stays the corpus's default" in worse.stdout, worse.stdout
     store = Corpus(corpus)

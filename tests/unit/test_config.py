@@ -9,8 +9,8 @@ import pytest
 
 from filters.confidence import ConfidenceFilter
 from filters.fusion import FusionFilter
-from filters.human_review import HumanReviewFilter
 from filters.geometry import GeometryFilter
+from filters.human_review import HumanReviewFilter
 from filters.nms import NMSFilter
 from filters.phrase_confidence import PhraseConfidenceFilter
 from filters.text_complexity import TextComplexityFilter
