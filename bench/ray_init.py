@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     run_id = new_run_id()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, check=False)
+    ray_cli = Path(sys.executable).parent / "ray"
+    subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, check=False)
     rounds = []
     for number in range(args.rounds):
         order = ARMS if number % 2 == 0 else tuple(reversed(ARMS))
