@@ -249,3 +249,79 @@ def test_tasks_are_read_page_by_page_until_the_total(monkeypatch):
     assert len(tasks) == page["total"] == 4
     assert [p["page"] for p in log] == [1, 2]  # stops at the total: never asks for page 3
     assert log[0]["fields"] == "all"
+
+
+# ------------------------------------------------------------------ choosing images
+
+
+def region_row(image: str, n: int, box, label: str, source: str, score: float, **extra) -> dict:
+    return {
+        "region_id": f"{image}:0:r{n}", "image_id": image, "iteration": 0, "kind": "object",
+        "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "quad": None, "polygon": [],
+        "label": label, "score": score, "source": source, "sources": [source], "n_sources": 1,
+        "kept": True, "drop_reason": None, **extra,
+    }  # fmt: skip
+
+
+def hand_made_corpus(root: Path) -> Corpus:
+    """Iteration 0 of three images: ``sure`` (one box two sources agree on, far from the
+    threshold), ``unsure`` (single-source boxes near the 0.3 threshold), ``disputed`` (two
+    sources, two labels, one spot)."""
+    import pyarrow.parquet as pq
+
+    from engine.schemas import table_from_rows
+
+    images = [
+        {"image_id": i, "iteration": 0, "uri": f"/photos/{i}.jpg", "width": 100, "height": 100,
+         "format": "JPEG", "bytes": 1, "pixel_sha256": None, "phash": None, "phash_crops": None}
+        for i in ("disputed", "sure", "unsure")
+    ]  # fmt: skip
+    regions = [
+        region_row(
+            "sure", 0, (10, 10, 50, 50), "dog", "fused", 0.95, sources=["a@1", "b@1"], n_sources=2
+        ),  # fmt: skip
+        region_row("unsure", 0, (10, 10, 50, 50), "dog", "a@1", 0.33),
+        region_row(
+            "unsure", 1, (60, 60, 90, 90), "cat", "a@1", 0.25, kept=False, drop_reason="low_score"
+        ),  # fmt: skip
+        region_row(
+            "disputed", 0, (10, 10, 50, 50), "dog", "a@1", 0.9, kept=False, drop_reason="fused_into"
+        ),  # fmt: skip
+        region_row(
+            "disputed",
+            1,
+            (11, 11, 50, 50),
+            "wolf",
+            "b@1",
+            0.9,
+            kept=False,
+            drop_reason="fused_into",
+        ),  # fmt: skip
+    ]
+    folder = root / "iteration=0"
+    for table, rows in (("images", images), ("regions", regions)):
+        (folder / table).mkdir(parents=True)
+        pq.write_table(table_from_rows(table, rows), folder / table / "shard=00000.parquet")
+    config = {"filters": {"confidence": {"default": 0.3, "per_kind": {"ocr": 0.5}}}}
+    (folder / "run.json").write_text(json.dumps({"config": config}))
+    (folder / "_COMMITTED").write_text("")
+    return Corpus(root)
+
+
+def test_review_takes_the_images_the_ensemble_is_least_sure_of(tmp_path):
+    from pipelines.review import ReviewOptions, choose_images
+
+    corpus = hand_made_corpus(tmp_path)
+    chosen = choose_images(corpus, 0, ReviewOptions(limit=3))
+    assert [(c["image_id"], c["uncertainty"]) for c in chosen] == [("unsure", 3), ("disputed", 2), ("sure", 0)]  # fmt: skip
+    unsure = chosen[0]
+    assert (unsure["single_source"], unsure["near_threshold"]) == (1, 2)
+    assert [c["image_id"] for c in choose_images(corpus, 0, ReviewOptions(limit=1))] == ["unsure"]
+    audit = [c["image_id"] for c in choose_images(corpus, 0, ReviewOptions(limit=3, sample="random", seed=4))]  # fmt: skip
+    assert sorted(audit) == ["disputed", "sure", "unsure"]
+    assert audit == [c["image_id"] for c in choose_images(corpus, 0, ReviewOptions(limit=3, sample="random", seed=4))]  # fmt: skip
+    # an image sent before is not sent again
+    record = tmp_path / "reviews" / "projects" / "p.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"key": "p", "created_at": "t", "tasks": {"unsure": {}}}))
+    assert [c["image_id"] for c in choose_images(corpus, 0, ReviewOptions(limit=3))] == ["disputed", "sure"]  # fmt: skip
