@@ -192,8 +192,10 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
     ``exact_limit``, ``tables``.
 
     Images are numbered (``n``) first, so that keys, pairs and components are integers;
-    one key at a time, the rows whose key no other row has are dropped before the join
-    (most of them), which bounds both the work and the memory to the candidate pairs."""
+    one key at a time, the rows whose key no other row has, or only crop hashes have, are
+    dropped before the join (most of them), which bounds both the work and the memory to
+    the candidate pairs; the join pairs an image's own hash with another's own hash (once
+    per pair) or crop hash, never two crop hashes."""
     settings = {"max_distance": DEFAULT_MAX_DISTANCE, "exact_limit": DEFAULT_EXACT_LIMIT,
                 "tables": DEFAULT_TABLES, **(settings or {})}  # fmt: skip
     max_distance = int(settings["max_distance"])
@@ -237,11 +239,12 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
         connection.execute(
             f"""INSERT INTO dedup_pairs
             WITH keyed AS (SELECT n, variant, phash, {key} AS key FROM dedup_hashed),
-                 shared AS (SELECT key FROM keyed GROUP BY key HAVING count(*) > 1),
+                 shared AS (SELECT key FROM keyed GROUP BY key
+                            HAVING count(*) > 1 AND bool_or(variant = 0)),
                  candidates AS (SELECT * FROM keyed SEMI JOIN shared USING (key))
-            SELECT least(x.n, y.n), greatest(x.n, y.n) FROM candidates x JOIN candidates y USING (key)
-            WHERE x.n <> y.n AND (x.variant = 0 OR y.variant = 0)
-              AND bit_count(xor(x.phash, y.phash)) <= {max_distance}"""
+            SELECT least(x.n, y.n), greatest(x.n, y.n) FROM candidates x JOIN candidates y
+              ON x.key = y.key AND x.variant = 0 AND (y.variant = 1 OR x.n < y.n)
+            WHERE x.n <> y.n AND bit_count(xor(x.phash, y.phash)) <= {max_distance}"""
         )
     connection.execute("CREATE OR REPLACE TEMP TABLE dedup_pairs AS SELECT DISTINCT a, b FROM dedup_pairs")  # fmt: skip
     facts["pairs"] = connection.execute("SELECT count(*) FROM dedup_pairs").fetchone()[0]
