@@ -79,7 +79,7 @@ def base_config(corpus: Corpus, given: EngineConfig | None) -> EngineConfig:
 def is_specialist(spec: AnnotatorSpec) -> bool:
     cls = annotator_class(spec.name)
     source_name = spec.arguments.get("source_name") or ""
-    return cls.stage == "regions" and spec.name != "replay" and not source_name.startswith(STUDENT_PREFIX)  # fmt: skip
+    return cls.stage == "regions" and spec.name not in ("replay", "human_labels") and not source_name.startswith(STUDENT_PREFIX)  # fmt: skip
 
 
 def specialist_sources(config: EngineConfig) -> list[str]:
