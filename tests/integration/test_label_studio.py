@@ -51,16 +51,10 @@ def server(tmp_path_factory):
 def fld_with(server: dict, *args: str, check: bool = True):
     """``fld`` with the server and the personal access token in the environment, as a
     user sets them (``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``)."""
-    saved = {k: os.environ.get(k) for k in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY")}
-    os.environ.update(LABEL_STUDIO_URL=server["url"], LABEL_STUDIO_API_KEY=server["token"])
-    try:
+    from engine.executors import environment
+
+    with environment({"LABEL_STUDIO_URL": server["url"], "LABEL_STUDIO_API_KEY": server["token"]}):
         return run_fld(*args, check=check, timeout=600)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def reviewed_by_hand(reviewer: Reviewer, project_id: int) -> dict:
