@@ -325,3 +325,46 @@ def test_review_takes_the_images_the_ensemble_is_least_sure_of(tmp_path):
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"key": "p", "created_at": "t", "tasks": {"unsure": {}}}))
     assert [c["image_id"] for c in choose_images(corpus, 0, ReviewOptions(limit=3))] == ["disputed", "sure"]  # fmt: skip
+
+
+class RecordedServer:
+    """A client whose server answers with tasks recorded from Label Studio 1.23."""
+
+    url = "http://ls"
+
+    def __init__(self, tasks: list[dict]):
+        self.tasks = tasks
+
+    def check(self) -> dict:
+        return {"id": 1, "email": "u@example.com"}
+
+    def iter_tasks(self, project_id: int):
+        yield from self.tasks
+
+
+def test_a_review_of_an_image_no_longer_in_the_corpus_is_skipped(tmp_path):
+    from engine.reviews import project_key, project_record_path
+    from pipelines.review import import_reviews
+
+    corpus = hand_made_corpus(tmp_path)
+    [task] = [t for t in recorded("tasks_page.json")["tasks"] if t["annotations"]][:1]
+    annotation = task["annotations"][0]
+    region_id = annotation["result"][0]["id"]
+    sent = {"region_id": {"kind": "object", "label": "car", "box": [1, 1, 9, 9]}}
+    tasks = [
+        dict(task, id=1, data={"image": "x", "fld_image_id": "sure"}),
+        dict(task, id=2, data={"image": "x", "fld_image_id": "gone"}),
+    ]
+    key = project_key("http://ls", 1)
+    record = {"key": key, "server": "http://ls", "project_id": 1, "created_at": "t", "tasks": {
+        image: {**sent_task({region_id: sent["region_id"]}), "uri": f"/photos/{image}.jpg"}
+        for image in ("sure", "gone")
+    }}  # fmt: skip
+    path = project_record_path(corpus, key)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    summary = import_reviews(tmp_path, RecordedServer(tasks), show_progress=False)
+    assert (summary.tasks, summary.skipped) == (1, 1)
+    assert summary.warnings == [f"task 2 of {key}: skipped, its image is no longer in the corpus"]
+    rows = HumanLabels.read(tmp_path / "reviews" / "reviews.parquet")
+    assert set(rows.boxes) == {"sure"}
