@@ -133,7 +133,9 @@ def add_review_views(connection, corpus: Corpus, iterations: list[int]) -> None:
         connection.register("_empty_reviews", REVIEWS.empty_table())
         connection.execute("CREATE VIEW reviews AS SELECT * FROM _empty_reviews")
     rows = []
-    for k in iterations:
+    # Only an iteration refined after people reviewed has a review_eval: a corpus without
+    # reviews reads no run.json here (connect is on every command's path).
+    for k in iterations if path.exists() else ():
         if not corpus.is_committed(k):
             continue
         judged = corpus.run_info(k).get("review_eval") or {}

@@ -12,6 +12,7 @@ from pydantic.dataclasses import dataclass
 from engine.records import REGION_KINDS, Region, Sample
 from engine.steps import STRICT, WorkerContext
 from filters.base import Decision, RegionFilter
+from filters.human_review import is_human
 
 
 @dataclass(config=STRICT)
@@ -56,7 +57,7 @@ class NMSFilter(RegionFilter):
         # A person's boxes (human@1, fld import-reviews) are never suppressed.
         candidates = [
             i for i, region in enumerate(regions)
-            if region.kind in self.kinds and not region.source.startswith("human@")
+            if region.kind in self.kinds and not is_human(region)
         ]  # fmt: skip
         if len(candidates) < 2:
             return decisions

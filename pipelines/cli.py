@@ -467,6 +467,15 @@ def command_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_label_studio_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server, the token and ``--quiet`` of ``fld review`` and ``fld import-reviews``."""
+    parser.add_argument("--url", help="the server (default: $LABEL_STUDIO_URL)")
+    parser.add_argument(
+        "--token", help="a personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fld", description="fld-engine: annotate images into a Parquet corpus and query it."
@@ -666,10 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     review.add_argument("corpus")
     review.add_argument("--to", choices=["label-studio"], default="label-studio")
-    review.add_argument("--url", help="the server (default: $LABEL_STUDIO_URL)")
-    review.add_argument(
-        "--token", help="a personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)"
-    )
+    add_label_studio_arguments(review)
     review.add_argument("--limit", type=int, default=20, help="images to send (default 20)")
     review.add_argument(
         "--sample", choices=["uncertain", "random"], default="uncertain",
@@ -689,7 +695,6 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--document-root", help="the server's LOCAL_FILES_DOCUMENT_ROOT (--images local-files)")  # fmt: skip
     review.add_argument("--project", type=int, help="add to this project (default: a new one)")
     review.add_argument("--title", help="the new project's title")
-    review.add_argument("--quiet", action="store_true")
     review.set_defaults(handler=command_review)
 
     import_reviews = commands.add_parser(
@@ -697,9 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     import_reviews.add_argument("corpus")
     import_reviews.add_argument("--from", dest="source", choices=["label-studio"], default="label-studio")  # fmt: skip
-    import_reviews.add_argument("--url", help="the server (default: $LABEL_STUDIO_URL)")
-    import_reviews.add_argument("--token", help="default: $LABEL_STUDIO_API_KEY")
-    import_reviews.add_argument("--quiet", action="store_true")
+    add_label_studio_arguments(import_reviews)
     import_reviews.set_defaults(handler=command_import_reviews)
 
     train = commands.add_parser(

@@ -552,8 +552,9 @@ def evaluate_on_reviews(corpus: Corpus, iteration: int, labels: HumanLabels) -> 
         regions = kept_regions(connection, matched)
     finally:
         connection.close()
-    truth.objects = {i: v for i, v in truth.objects.items() if i in {m["id"] for m in matched.values()}}  # fmt: skip
-    truth.texts = {i: v for i, v in truth.texts.items() if i in {m["id"] for m in matched.values()}}  # fmt: skip
+    present = {m["id"] for m in matched.values()}
+    truth.objects = {i: v for i, v in truth.objects.items() if i in present}
+    truth.texts = {i: v for i, v in truth.texts.items() if i in present}
     return {
         "gt": "reviews (hold-out)",
         "gt_sha256": truth.sha256,

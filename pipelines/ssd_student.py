@@ -117,15 +117,16 @@ def corpus_examples(
     counts: Counter = Counter()
     holdout = human.holdout if human is not None else set()
     reviewed = human.trained if human is not None else set()
+    held_out_uris: set[str] = set()
+    reviewed_uris: set[str] = set()
     for uri, image_id, label, score, kept, *box in rows:
         if image_id in holdout:
-            counts[f"holdout:{uri}"] = 1
+            held_out_uris.add(uri)
             continue
         entry = by_uri.setdefault(uri, {"boxes": [], "classes": [], "ignore": []})
         if image_id in reviewed:
-            if "human" not in entry:
-                entry["human"] = True
-                counts["reviewed_images"] += 1
+            if uri not in reviewed_uris:  # people's boxes once per image, not per model row
+                reviewed_uris.add(uri)
                 for kind, human_label, human_box in human.boxes[image_id]:
                     if kind != "object":
                         continue
@@ -170,8 +171,8 @@ def corpus_examples(
         "boxes": sum(len(e.classes) for e in examples),
         "ignored_boxes": counts["ignored_boxes"],
         "kept_labels_not_coco": counts["not_coco_labels"],
-        "reviewed_images": counts["reviewed_images"],  # people's labels in place of the models'
-        "holdout_images_left_out": sum(1 for k in counts if k.startswith("holdout:")),
+        "reviewed_images": len(reviewed_uris),  # people's labels in place of the models'
+        "holdout_images_left_out": len(held_out_uris),
         "classes": {
             k.split(":", 1)[1]: v
             for k, v in sorted(counts.items())
