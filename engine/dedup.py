@@ -7,9 +7,10 @@ Hashes (``image_hashes``, computed once per image during decode):
 - ``pixel_sha256``: SHA-256 (first 32 hex digits) of the decoded, upright RGB pixels and
   their shape: two files with the same pixels (a PNG and a lossless WebP of one picture,
   the same JPEG with other metadata) have the same one, whatever their container.
-- ``phash_crops``: the same hash of the image's centre 95 % and 90 % (of each side), so
-  that a copy cropped around its centre meets one of them (a crop off the centre does
-  not: ``bench/dedup.py`` measures both);
+- ``phash_crops``: the same hash of ten crops of the image: 95 % and 90 % of each side,
+  centred and in each of the four corners (``CROP_BOXES``), so that a copy trimmed around
+  its centre or on two sides meets one of them (``bench/dedup.py`` measures both); a
+  corpus written when there were only the two centre crops is still grouped with them;
 - ``phash``: a 64-bit perceptual hash (the DCT hash of Zauner's thesis, as the
   ``imagehash`` library's ``phash``): the image in grey (ITU-R 601 luma), area-averaged to
   a 128x128 thumbnail and then to 32x32, its 2-D DCT, the 8x8 lowest frequencies, one bit per coefficient
@@ -61,7 +62,7 @@ LOW_FREQUENCIES = 8  # the 8x8 corner of the DCT that makes the 64 bits
 FLAT_STD = 2.0  # grey levels: a 32x32 image this uniform has no perceptual hash
 DEFAULT_MAX_DISTANCE = 6
 DEFAULT_EXACT_LIMIT = 100_000  # images; above, near pairs come from sampled bits
-DEFAULT_TABLES = 24
+DEFAULT_TABLES = 16
 SEED = 20261203
 
 
@@ -101,23 +102,38 @@ def perceptual_hash(pixels: np.ndarray) -> int | None:
     return dct_hash(grey_thumbnail(pixels))
 
 
-CENTRE_CROPS = (0.95, 0.90)  # the share of each side the crop variants keep
+def crop_boxes(keeps: tuple[float, ...] = (0.95, 0.90)) -> list[tuple[float, float, float, float]]:
+    """The crop variants' boxes, as (left, top, right, bottom) fractions of the image: for
+    each share of each side kept, the centre crop and the four corner crops (a copy
+    trimmed on two sides meets the corner crop of its original; one trimmed all round the
+    centre crop)."""
+    boxes = []
+    for keep in keeps:
+        cut = 1 - keep
+        boxes.append((cut / 2, cut / 2, 1 - cut / 2, 1 - cut / 2))
+        boxes += [(0, 0, keep, keep), (cut, 0, 1, keep), (0, cut, keep, 1), (cut, cut, 1, 1)]
+    return boxes
 
 
-def centre_crop(pixels: np.ndarray, keep: float) -> np.ndarray:
+CROP_BOXES = crop_boxes()  # the order of ``phash_crops``: centre, then the corners TL TR BL BR
+
+
+def crop(pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     height, width = pixels.shape[:2]
-    top, left = int(height * (1 - keep) / 2), int(width * (1 - keep) / 2)
-    return pixels[top : height - top, left : width - left]
+    left, top, right, bottom = box
+    rows = slice(round(height * top), round(height * bottom))
+    return pixels[rows, round(width * left) : round(width * right)]
 
 
 def image_hashes(pixels: np.ndarray) -> dict:
     """The ``images`` row's hash columns: ``pixel_sha256``, ``phash`` and
-    ``phash_crops`` (the hashes of the centre ``CENTRE_CROPS`` of the image, so that a copy
-    cropped around its centre is found; None with ``phash``). The crops are taken from the
-    grey thumbnail, not the full image: one pass over the pixels for all three."""
+    ``phash_crops`` (the hashes of the ``CROP_BOXES`` of the image, 95 % and 90 % of each
+    side, centred and in each corner, so that a copy trimmed at its edges is found; None
+    with ``phash``). The crops are taken from the grey thumbnail, not the full image: one
+    pass over the pixels for all of them."""
     thumbnail = grey_thumbnail(pixels)
     full = dct_hash(thumbnail)
-    crops = None if full is None else [dct_hash(centre_crop(thumbnail, k)) for k in CENTRE_CROPS]  # fmt: skip
+    crops = None if full is None else [dct_hash(crop(thumbnail, box)) for box in CROP_BOXES]
     if crops is not None and None in crops:
         crops = None
     return {"pixel_sha256": pixel_sha256(pixels), "phash": full, "phash_crops": crops}
@@ -158,8 +174,10 @@ def sampled_masks(tables: int, key_bits: int, seed: int = SEED) -> list[int]:
 
 
 def sampled_key_bits(n_hashes: int) -> int:
-    """Enough bits that a key is shared by chance by about one other hash in 8."""
-    return max(16, min(40, math.ceil(math.log2(max(n_hashes, 2))) + 3))
+    """About as many key values as hashes, so that a hash shares a key by chance with
+    about one other: more bits would find fewer true pairs per key (each table costs one
+    join over every hash, whatever its bits), fewer would check more false candidates."""
+    return max(16, min(40, math.ceil(math.log2(max(n_hashes, 2)))))
 
 
 def sampled_recall(distance: int, key_bits: int, tables: int) -> float:
@@ -192,10 +210,9 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
     ``exact_limit``, ``tables``.
 
     Images are numbered (``n``) first, so that keys, pairs and components are integers;
-    one key at a time, the rows whose key no other row has, or only crop hashes have, are
-    dropped before the join (most of them), which bounds both the work and the memory to
-    the candidate pairs; the join pairs an image's own hash with another's own hash (once
-    per pair) or crop hash, never two crop hashes."""
+    one key at a time, a hash join with the images' own hashes as its build side pairs an
+    image's own hash with another's own hash (once per pair) or crop hash, never two crop
+    hashes; only the pairs within the distance are kept."""
     settings = {"max_distance": DEFAULT_MAX_DISTANCE, "exact_limit": DEFAULT_EXACT_LIMIT,
                 "tables": DEFAULT_TABLES, **(settings or {})}  # fmt: skip
     max_distance = int(settings["max_distance"])
@@ -228,22 +245,29 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
             )  # fmt: skip
         )
     # Exact copies: each member paired with its group's first (a star, not every pair).
+    # (a GROUP BY then a join back costs half the window PARTITION BY over every image)
     connection.execute(
         """CREATE OR REPLACE TEMP TABLE dedup_pairs AS
-        SELECT first_n AS a, n AS b FROM (
-            SELECT n, min(n) OVER (PARTITION BY pixel_sha256) AS first_n
-            FROM dedup_images WHERE pixel_sha256 IS NOT NULL
-        ) WHERE n <> first_n"""
+        WITH shared AS (
+            SELECT pixel_sha256, min(n) AS first_n FROM dedup_images
+            WHERE pixel_sha256 IS NOT NULL GROUP BY pixel_sha256 HAVING count(*) > 1
+        )
+        SELECT s.first_n AS a, i.n AS b FROM dedup_images i JOIN shared s USING (pixel_sha256)
+        WHERE i.n <> s.first_n"""
+    )
+    # One hash join per key: the images' own hashes are the build side, every hash (own
+    # and crop) probes it; a GROUP BY of the keys first (to drop unshared ones) cost 3-4x
+    # the join at 10M hashes, because nearly every sampled key is unique.
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE dedup_own AS SELECT n, phash FROM dedup_hashed WHERE variant = 0"
     )
     for key in key_expressions(max_distance, mode, masks):
         connection.execute(
             f"""INSERT INTO dedup_pairs
-            WITH keyed AS (SELECT n, variant, phash, {key} AS key FROM dedup_hashed),
-                 shared AS (SELECT key FROM keyed GROUP BY key
-                            HAVING count(*) > 1 AND bool_or(variant = 0)),
-                 candidates AS (SELECT * FROM keyed SEMI JOIN shared USING (key))
-            SELECT least(x.n, y.n), greatest(x.n, y.n) FROM candidates x JOIN candidates y
-              ON x.key = y.key AND x.variant = 0 AND (y.variant = 1 OR x.n < y.n)
+            SELECT least(x.n, y.n), greatest(x.n, y.n)
+            FROM (SELECT n, phash, {key} AS key FROM dedup_own) x
+            JOIN (SELECT n, variant, phash, {key} AS key FROM dedup_hashed) y
+              ON x.key = y.key AND (y.variant = 1 OR x.n < y.n)
             WHERE x.n <> y.n AND bit_count(xor(x.phash, y.phash)) <= {max_distance}"""
         )
     connection.execute("CREATE OR REPLACE TEMP TABLE dedup_pairs AS SELECT DISTINCT a, b FROM dedup_pairs")  # fmt: skip
@@ -278,7 +302,7 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
         "SELECT count(DISTINCT component) FROM dedup_components"
     ).fetchone()[0]
     facts["duplicates"] = table.num_rows - facts["groups"]  # members that are not representatives
-    for name in ("dedup_images", "dedup_hashed", "dedup_pairs", "dedup_components"):
+    for name in ("dedup_images", "dedup_hashed", "dedup_own", "dedup_pairs", "dedup_components"):
         connection.execute(f"DROP TABLE IF EXISTS {name}")
     return table, facts
 

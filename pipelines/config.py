@@ -414,7 +414,7 @@ class DedupConfig(Strict):
     enabled: bool = True
     max_distance: Annotated[int, Field(ge=0, le=16)] = 6
     exact_limit: Annotated[int, Field(ge=0)] = 100_000
-    tables: Annotated[int, Field(ge=1, le=256)] = 24
+    tables: Annotated[int, Field(ge=1, le=256)] = 16
 
 
 class EngineConfig(Strict):

@@ -81,6 +81,46 @@ def group(rows: list[tuple], **settings):
     return table.to_pylist(), facts
 
 
+def trimmed(photo: Image.Image, cut: float, corner: str) -> np.ndarray:
+    """``photo`` with ``cut`` of each side's length cut off: around the centre (``"c"``)
+    or off the two edges away from ``corner`` (``"tl"`` keeps the top left)."""
+    width, height = photo.size
+    keep_w, keep_h = int(width * (1 - cut)), int(height * (1 - cut))
+    if corner == "c":
+        left, top = (width - keep_w) // 2, (height - keep_h) // 2
+    else:
+        left = 0 if corner[1] == "l" else width - keep_w
+        top = 0 if corner[0] == "t" else height - keep_h
+    return np.asarray(photo.crop((left, top, left + keep_w, top + keep_h)))
+
+
+def test_copies_trimmed_at_the_centre_or_a_corner_join_their_original(photos):
+    """Up to 10 % of each side cut off, around the centre or off two edges: each copy is
+    grouped with its photo (through its crop hashes), and the photos stay apart."""
+    rows, origin = [], {}
+    for name, photo in photos.items():
+        copies = {name: np.asarray(photo)}
+        for cut, corner in itertools.product((0.05, 0.10), ("c", "tl", "tr", "bl", "br")):
+            copies[f"{name}~{corner}{cut}"] = trimmed(photo, cut, corner)
+        for image_id, pixels in copies.items():
+            hashes = image_hashes(pixels)
+            rows.append((image_id, image_id, pixels.shape[1], pixels.shape[0], *hashes.values()))
+            origin[image_id] = name
+    connection = duckdb.connect()
+    connection.execute(
+        "CREATE TABLE imgs (image_id VARCHAR, uri VARCHAR, width INT, height INT, "
+        "pixel_sha256 VARCHAR, phash BIGINT, phash_crops BIGINT[])"
+    )
+    connection.executemany("INSERT INTO imgs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    table, _ = find_duplicates(connection, "SELECT * FROM imgs")
+    rows_out = table.to_pylist()
+    group_of = {row["image_id"]: row["group_id"] for row in rows_out}
+    for image_id, name in origin.items():
+        assert group_of.get(image_id) is not None, image_id
+        assert group_of[image_id] == group_of[name], image_id
+    assert len(set(group_of.values())) == len(photos)
+
+
 def signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
