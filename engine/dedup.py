@@ -208,7 +208,7 @@ def find_duplicates(connection, images_sql: str, settings: dict | None = None) -
     table of ``engine.schemas.DUPLICATES`` rows without ``iteration``, facts: counts, the
     mode and, for sampled bits, its recall figures). ``settings``: ``max_distance``,
     ``exact_limit``, ``tables``, ``crop_hashes`` (false: only the images' own hashes are
-    compared, so trimmed copies are missed; measured in ``bench/dedup.py``: 5x faster at
+    compared, so trimmed copies are missed; measured in ``bench/dedup.py``: 4x faster at
     10M images, whose 11 hashes each make the probe side of every join).
 
     Images are numbered (``n``) first, so that keys, pairs and components are integers;

@@ -412,7 +412,7 @@ class DedupConfig(Strict):
     sampled bits, which may miss a pair: the iteration's ``run.json`` says how likely);
     ``crop_hashes`` (compare an image's own hash with the others' crop hashes too, which
     finds copies trimmed at the centre or on two edges; off, grouping 10M images is about
-    5x faster and finds only copies of the whole image: ``bench/dedup.py``)."""
+    4x faster and finds only copies of the whole image: ``bench/dedup.py``)."""
 
     enabled: bool = True
     max_distance: Annotated[int, Field(ge=0, le=16)] = 6
