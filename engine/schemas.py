@@ -41,7 +41,9 @@ IMAGES = pa.schema(
         # flat image. Both NULL in corpora written before they existed (``fld dedup``).
         pa.field("pixel_sha256", pa.string()),
         pa.field("phash", pa.int64()),
-        pa.field("phash_crops", pa.list_(pa.int64())),  # phash of 10 crops: 95 % and 90 %, centre and corners
+        pa.field(
+            "phash_crops", pa.list_(pa.int64())
+        ),  # phash of 10 crops: 95 % and 90 %, centre and corners
     ]
 )
 
