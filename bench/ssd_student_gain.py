@@ -53,8 +53,24 @@ REGIONS_ONLY = [
 TEACHER = "ssd_coco@2"
 # Per student kind (``--set refine.student.kind=yolo``): its weights file and its source
 # in iteration 1.
-STUDENT_FILES = {"ssd": "student.safetensors", "yolo": "student.pt"}
-STUDENT_SOURCES = {"ssd": "student_ssd_i1@2", "yolo": "student_i1@1"}
+STUDENT_FILES = {"ssd": "student.safetensors", "yolo": "student.pt", "florence2": "florence2/model"}
+STUDENT_SOURCES = {
+    "ssd": "student_ssd_i1@2",
+    "yolo": "student_i1@1",
+    "florence2": "student_f2_i1@1",
+}
+# The Florence-2 student's summary (``train.json``) names its figures otherwise.
+SUMMARY_FILES = {"ssd": "student.json", "yolo": "student.json", "florence2": "florence2/train.json"}
+# With ``refine.student.kind=florence2`` and no ``refine.student.florence2.model``: a tiny
+# Florence-2 from random weights (``bench/refine_gain_f2.py``), its tokenizer learned from
+# iteration 0's export, with the settings that bench uses; its figures say whether the
+# loop holds on a CPU, not what Florence-2-base would do.
+TINY_FLORENCE2 = [
+    "refine.student.florence2.learning_rate=0.001",
+    "refine.student.florence2.warmup_steps=20",
+    "refine.student.florence2.max_new_tokens=128",
+    "refine.student.florence2.epochs=10",
+]
 
 
 def other_group(group: str) -> str:
@@ -107,17 +123,27 @@ def run_arm(sets: dict, arm: Path, overrides: list[str], iterations: int) -> dic
     from pipelines.evaluate import evaluate_corpus
     from pipelines.refine import iteration_config, refine_corpus
 
-    config = load_config(None, REGIONS_ONLY + overrides)
     corpus, unseen = arm / "corpus", arm / "unseen"
     for target, spec in ((corpus, sets["corpus"]), (unseen, sets["unseen"])):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(spec["base"], target)
+    config = load_config(None, REGIONS_ONLY + overrides)
+    if config.refine.student.kind == "florence2" and not any(
+        o.startswith("refine.student.florence2.model=") for o in overrides
+    ):
+        from refine_gain_f2 import tiny_student
+
+        model = tiny_student(corpus, arm / "tiny-florence2", width=96)
+        overrides = [*TINY_FLORENCE2, *overrides, f"refine.student.florence2.model={model}"]
+        config = load_config(None, REGIONS_ONLY + overrides)
     started = time.perf_counter()
     summaries = refine_corpus(corpus, iterations, config, show_progress=False)
     refine_seconds = time.perf_counter() - started
     students = {}
+    kind = config.refine.student.kind
     for k in range(1, iterations + 1):
-        summary = json.loads((corpus / "models" / f"iteration={k}" / "student.json").read_text())
+        summary_path = corpus / "models" / f"iteration={k}" / SUMMARY_FILES[kind]
+        summary = json.loads(summary_path.read_text())
         students[k] = {
             key: summary.get(key)
             for key in (
@@ -134,12 +160,12 @@ def run_arm(sets: dict, arm: Path, overrides: list[str], iterations: int) -> dic
         }
         # The YOLO student's summary names its training time and data otherwise.
         students[k]["train_seconds_last_run"] = summary.get("train_seconds_last_run", summary.get("train_seconds"))  # fmt: skip
+        for key in ("loss_first", "loss_last", "val_loss", "examples_per_task"):  # Florence-2's
+            if key in summary:
+                students[k][key] = summary[key]
         if "data" in summary:
             students[k]["data"] = summary["data"]
         students[k]["annotate_seconds"] = round(summaries[k - 1].wall_seconds, 1)
-    kind = config.refine.student.kind
-    if kind == "florence2":
-        raise SystemExit("bench/ssd_student_gain.py measures the ssd and yolo kinds (florence2: bench/refine_gain_f2.py)")  # fmt: skip
     weights = corpus / "models" / "iteration=1" / STUDENT_FILES[kind]
     started = time.perf_counter()
     annotate_corpus(
@@ -172,6 +198,7 @@ def run_arm(sets: dict, arm: Path, overrides: list[str], iterations: int) -> dic
         },
     }
     result["headline"] = headline(result, iterations)
+    result["kind"] = kind
     return result
 
 
@@ -179,7 +206,8 @@ def student_settings(summary_path: Path) -> dict:
     summary = json.loads(summary_path.read_text())
     if "settings" in summary:
         return summary["settings"]
-    return {key: summary.get(key) for key in ("model", "epochs", "image_size")}
+    keys = ("model", "epochs", "image_size", "learning_rate", "tasks")
+    return {key: summary.get(key) for key in keys if key in summary}
 
 
 def corpus_of(path: Path):
@@ -261,8 +289,14 @@ def main() -> None:
         "arm_seconds": round(time.perf_counter() - started, 1),
         # The SSD student's summary records its settings; the YOLO student's, its model and epochs.
         "student_settings": student_settings(
-            args.work / "arms" / args.tag / "corpus" / "models" / "iteration=1" / "student.json"
-        ),
+            args.work
+            / "arms"
+            / args.tag
+            / "corpus"
+            / "models"
+            / "iteration=1"
+            / SUMMARY_FILES[result["kind"]]
+        ),  # fmt: skip
         **result,
     }
     save_result("ssd_student_gain", payload, new_run_id(), latest=not args.experiment)
