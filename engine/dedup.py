@@ -374,7 +374,7 @@ def write_duplicates(corpus, iteration: int, settings: dict | None = None) -> di
     from engine.schemas import DUPLICATES
     from engine.storage import sql_path
 
-    connection = connect(corpus.root, [iteration], with_duplicates=False)
+    connection = connect(corpus.root, [iteration], duplicates="none")
     try:
         columns = {row[0] for row in connection.execute("DESCRIBE images").fetchall()}
         if {"pixel_sha256", "phash", "phash_crops"} <= columns:

@@ -29,17 +29,21 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+DUPLICATE_MODES = ("view", "skip", "none")
+
+
 def connect(
     corpus_path: str | Path,
     iterations: list[int] | None = None,
     sandbox: bool = False,
-    with_duplicates: bool = True,
-    skip_duplicates: bool = False,
+    duplicates: str = "view",
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table.
 
-    ``skip_duplicates``: the tables leave out the rows of images that are copies of another
-    in their iteration (``engine.dedup``; the ``_all_<table>`` views keep them).
+    ``duplicates`` (``engine.dedup``): ``"view"`` adds the ``duplicates`` view; ``"skip"``
+    adds it and the tables leave out the rows of images that are copies of another in their
+    iteration (the ``_all_<table>`` views keep them), as exports and reports count;
+    ``"none"``: no ``duplicates`` view (readers that do not need it skip reading it).
     ``sandbox``: for statements from users (``fld sql``). Once the views exist, the
     connection may read only files under the corpus folder and write none: DuckDB's
     ``allowed_directories`` with ``enable_external_access = false`` (so ``COPY ... TO``,
@@ -66,12 +70,14 @@ def connect(
         else:
             connection.register(f"_empty_{table}", TABLES[table].empty_table())
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
-    if with_duplicates or skip_duplicates:
+    if duplicates not in DUPLICATE_MODES:
+        raise ValueError(f"duplicates: {duplicates!r} is not one of {', '.join(DUPLICATE_MODES)}")
+    if duplicates != "none":
         add_duplicates_view(connection, corpus, chosen)
     add_review_views(connection, corpus, chosen)
-    if skip_duplicates:
+    if duplicates == "skip":
         # Every table without the rows of images that are copies (members of a duplicate
-        # group that are not its representative), as exports and reports count.
+        # group that are not its representative).
         for table in TABLES:
             connection.execute(f"ALTER VIEW {table} RENAME TO _all_{table}")
             connection.execute(

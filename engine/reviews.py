@@ -44,7 +44,8 @@ import pyarrow.parquet as pq
 
 from engine.schemas import REVIEWS
 
-HUMAN_SOURCE = "human@1"
+HUMAN_PREFIX = "human@"  # every version of people's source
+HUMAN_SOURCE = f"{HUMAN_PREFIX}1"
 OCR_LABEL = "text"  # the Label Studio class of an OCR line; its text is in a TextArea
 REVIEW_KINDS = ("object", "ocr")
 SAME_BOX_PX = 1.0

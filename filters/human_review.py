@@ -26,10 +26,9 @@ from pydantic.dataclasses import dataclass
 
 from engine.boxes import iou_matrix
 from engine.records import Region, Sample
+from engine.reviews import HUMAN_PREFIX
 from engine.steps import STRICT
 from filters.base import Decision, RegionFilter
-
-HUMAN_PREFIX = "human@"
 
 
 def is_human(region: Region) -> bool:

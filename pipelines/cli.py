@@ -423,6 +423,7 @@ def command_import_reviews(args: argparse.Namespace) -> int:
 
 def command_diff(args: argparse.Namespace) -> int:
     from engine.query import format_table
+    from engine.reviews import HUMAN_SOURCE
     from pipelines.diff import diff_iterations, review_changes
 
     table = diff_iterations(args.corpus, args.a, args.b)
@@ -435,7 +436,7 @@ def command_diff(args: argparse.Namespace) -> int:
     if people["human_kept"] or people["human_rejected"]:
         print(
             f"people's reviews in iteration {args.b}: {people['human_kept']} boxes of theirs kept "
-            f"(human@1, {people['human_images']} images); model boxes they replaced: "
+            f"({HUMAN_SOURCE}, {people['human_images']} images); model boxes they replaced: "
             f"{people['human_superseded']} (human_superseded), rejected: "
             f"{people['human_rejected']} (human_rejected)"
         )
@@ -687,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout", type=float, default=0.5,
         help="share of the sent images kept out of training, to judge iterations (default 0.5)",
     )  # fmt: skip
-    review.add_argument(
+    review.add_argument(  # the choices are pipelines.review.IMAGE_MODES (not imported: parsing stays light; a unit test compares them)
         "--images", choices=["auto", "url", "presign", "local-files", "inline"], default="auto",
         help="how Label Studio gets the images (default auto: http inputs as they are, s3 "
         "presigned, local files under --document-root served by Label Studio, else inline)",

@@ -85,13 +85,16 @@ def compare_image(
 def review_changes(corpus_path: str | Path, b: int) -> dict[str, int]:
     """What people's reviews did in iteration ``b`` (``filters.human_review``): their boxes
     kept (``human@1``), and the models' boxes they replaced or rejected."""
-    connection = connect(corpus_path, [b], with_duplicates=False)
+    from engine.reviews import HUMAN_SOURCE
+
+    connection = connect(corpus_path, [b], duplicates="none")
     try:
         rows = connection.execute(
-            "SELECT count(*) FILTER (WHERE kept AND source = 'human@1'), "
-            "count(DISTINCT image_id) FILTER (WHERE source = 'human@1'), "
+            "SELECT count(*) FILTER (WHERE kept AND source = $human), "
+            "count(DISTINCT image_id) FILTER (WHERE source = $human), "
             "count(*) FILTER (WHERE drop_reason = 'human_superseded'), "
-            "count(*) FILTER (WHERE drop_reason = 'human_rejected') FROM regions"
+            "count(*) FILTER (WHERE drop_reason = 'human_rejected') FROM regions",
+            {"human": HUMAN_SOURCE},
         ).fetchone()
     finally:
         connection.close()

@@ -103,13 +103,13 @@ class Section:
 class Report:
     def __init__(self, corpus_path: str | Path, samples: int = 6, keep_duplicates: bool = False):
         """``keep_duplicates``: count the copies in duplicate groups too (by default the
-        tables are read without them: ``engine.query.connect(skip_duplicates=True)``)."""
+        tables are read without them: ``engine.query.connect(duplicates="skip")``)."""
         self.corpus = Corpus(corpus_path)
         self.iterations = self.corpus.select_iterations()
         # The gallery's iteration: the corpus's default (the latest committed one that
         # people's hold-out reviews did not judge worse than its parent).
         self.latest = self.corpus.select_iteration(None)
-        self.connection = connect(corpus_path, skip_duplicates=not keep_duplicates)
+        self.connection = connect(corpus_path, duplicates="view" if keep_duplicates else "skip")
         self.samples = samples
 
     def rows(self, query: str, parameters: list | None = None) -> list[tuple]:

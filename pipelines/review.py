@@ -59,6 +59,7 @@ from xml.sax.saxutils import quoteattr
 from engine.corpus import RUN, Corpus, CorpusError, atomic_write_bytes, atomic_write_json
 from engine.label_studio import LabelStudioClient, LabelStudioError
 from engine.reviews import (
+    HUMAN_PREFIX,
     OCR_LABEL,
     HumanLabels,
     TaskContext,
@@ -138,11 +139,11 @@ def threshold_sql(confidence: dict) -> str:
 def choose_images(corpus: Corpus, iteration: int, options: ReviewOptions) -> list[dict]:
     """The images to send, best first: ``image_id``, ``uri``, ``width``, ``height``,
     ``uncertainty`` and its parts (see the module docstring)."""
-    from engine.query import connect
+    from engine.query import connect, sql_literal
 
     confidence = (corpus.run_info(iteration).get("config") or {}).get("filters", {}).get("confidence", {})  # fmt: skip
     threshold = threshold_sql(confidence)
-    connection = connect(corpus.root, [iteration], skip_duplicates=True)
+    connection = connect(corpus.root, [iteration], duplicates="skip")
     try:
         import pyarrow as pa
 
@@ -152,7 +153,7 @@ def choose_images(corpus: Corpus, iteration: int, options: ReviewOptions) -> lis
             f"""
             WITH single AS (
                 SELECT image_id, count(*) AS n FROM regions
-                WHERE kept AND kind = 'object' AND n_sources = 1 AND source NOT LIKE 'human@%'
+                WHERE kept AND kind = 'object' AND n_sources = 1 AND NOT starts_with(source, {sql_literal(HUMAN_PREFIX)})
                 GROUP BY image_id),
             near AS (
                 SELECT image_id, count(*) AS n FROM regions
@@ -296,7 +297,7 @@ def iteration_regions(corpus: Corpus, iteration: int, image_ids: list[str]) -> d
 
     from engine.query import connect
 
-    connection = connect(corpus.root, [iteration], with_duplicates=False)
+    connection = connect(corpus.root, [iteration], duplicates="none")
     try:
         connection.register("_chosen", pa.table({"image_id": pa.array(image_ids, pa.string())}))
         rows = connection.execute(
@@ -445,7 +446,7 @@ def latest_annotation(task: dict) -> dict | None:
 def corpus_image_ids(corpus: Corpus) -> set[str]:
     from engine.query import connect
 
-    connection = connect(corpus.root, with_duplicates=False)
+    connection = connect(corpus.root, duplicates="none")
     try:
         return {row[0] for row in connection.execute("SELECT DISTINCT image_id FROM images").fetchall()}  # fmt: skip
     finally:
@@ -542,7 +543,7 @@ def evaluate_on_reviews(corpus: Corpus, iteration: int, labels: HumanLabels) -> 
     from pipelines.evaluate import IOU_THRESHOLD, evaluate_objects, evaluate_ocr, kept_regions
 
     truth, numbers = holdout_truth(labels)
-    connection = connect(corpus.root, [iteration], with_duplicates=False)
+    connection = connect(corpus.root, [iteration], duplicates="none")
     try:
         sizes = connection.execute("SELECT DISTINCT image_id, width, height FROM images").fetchall()  # fmt: skip
         matched = {

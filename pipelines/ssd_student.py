@@ -104,7 +104,7 @@ def corpus_examples(
 
     # Copies of an image (duplicate groups' members that are not the representative) are
     # left out unless ``keep_duplicates``: a student would see them as more examples.
-    connection = connect(corpus.root, [iteration], skip_duplicates=not keep_duplicates)
+    connection = connect(corpus.root, [iteration], duplicates="view" if keep_duplicates else "skip")
     try:
         rows = connection.execute(
             "SELECT i.uri, i.image_id, r.label, r.score, r.kept, r.x0, r.y0, r.x1, r.y1 FROM images i "

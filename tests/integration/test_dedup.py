@@ -70,7 +70,7 @@ def test_exports_and_the_report_skip_copies_unless_told(corpus, tmp_path):
     assert summary["duplicates_skipped"] == 3
     run_fld("export", str(corpus), "--format", "coco", "--out", str(tmp_path / "all"), "--keep-duplicates")  # fmt: skip
     assert len(json.loads((tmp_path / "all" / "instances.json").read_text())["images"]) == 7
-    connection = connect(corpus, skip_duplicates=True)
+    connection = connect(corpus, duplicates="skip")
     assert connection.execute("SELECT count(*) FROM images").fetchone()[0] == 4
     assert connection.execute("SELECT count(*) FROM _all_images").fetchone()[0] == 7
 

@@ -39,6 +39,17 @@ def sent_task(regions: dict, holdout: bool = False) -> dict:
     return {"uri": "a.png", "width": 64, "height": 48, "iteration": 0, "holdout": holdout, "regions": regions}  # fmt: skip
 
 
+def test_fld_review_offers_every_image_mode_the_sender_knows():
+    import argparse
+
+    from pipelines.cli import build_parser
+    from pipelines.review import IMAGE_MODES
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))  # fmt: skip
+    images = next(a for a in subcommands.choices["review"]._actions if a.dest == "images")
+    assert tuple(images.choices) == IMAGE_MODES
+
+
 def test_recorded_annotation_becomes_pixel_boxes():
     [task] = [t for t in recorded("tasks_page.json")["tasks"] if t["annotations"]][:1]
     annotation = task["annotations"][0]
