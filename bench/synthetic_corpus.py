@@ -282,6 +282,7 @@ def _images(rng, n: int, shard: int, iteration: int) -> tuple[pa.Table, dict]:
             "pixel_sha256": pa.nulls(n, pa.string()),
             "phash": pa.nulls(n, pa.int64()),
             "phash_crops": pa.nulls(n, pa.list_(pa.int64())),
+            "labels_from": pa.nulls(n, pa.string()),  # every image annotated
         },
         schema=TABLES["images"],
     )

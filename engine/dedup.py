@@ -400,3 +400,28 @@ def write_duplicates(corpus, iteration: int, settings: dict | None = None) -> di
     table = table.select(DUPLICATES.names).cast(DUPLICATES)
     atomic_write_parquet(duplicates_path(corpus, iteration), table)
     return facts
+
+
+# --------------------------------------------------------------------------- copied labels
+
+ID_COLUMNS = ("region_id", "text_id", "triplet_id", "phrase_id")  # "<image_id[:16]>:<k>:..."
+
+
+def rows_for_copy(table, original_id: str, copy_id: str):
+    """``table``'s rows of image ``original_id`` as the rows of ``copy_id`` (an image with
+    the same pixels, ``run.dedup: before_annotation``): ``image_id`` and the image prefix of
+    every id column (``ID_COLUMNS``, ``engine.records``) rewritten; nothing else changes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = table.filter(pc.equal(table.column("image_id"), original_id))
+    for name in ("image_id", *ID_COLUMNS):
+        if name not in rows.column_names:
+            continue
+        index = rows.schema.get_field_index(name)
+        if name == "image_id":
+            column = pa.array([copy_id] * rows.num_rows, pa.string())
+        else:  # the first 16 characters are the image's
+            column = pc.utf8_replace_slice(rows.column(name), start=0, stop=16, replacement=copy_id[:16])  # fmt: skip
+        rows = rows.set_column(index, rows.schema.field(index), column)
+    return rows

@@ -62,11 +62,13 @@ def connect(
         paths = [group.files[table] for k in chosen for group in groups[k] if table in group.files]
         if paths:
             files = ", ".join(sql_literal(sql_path(path)) for path in paths)
-            # images: by name, as files written before its hash columns lack them.
-            by_name = ", union_by_name = true" if table == "images" else ""
-            connection.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}], hive_partitioning = false{by_name})"
-            )
+            read = f"SELECT * FROM read_parquet([{files}], hive_partitioning = false"
+            if table == "images":
+                # By name, with every contract column: files written before its hash columns
+                # (or labels_from) lack them, which read as NULL.
+                connection.register("_contract_images", TABLES[table].empty_table())
+                read = f"SELECT * FROM _contract_images UNION ALL BY NAME {read}, union_by_name = true"  # fmt: skip
+            connection.execute(f"CREATE VIEW {table} AS {read})")
         else:
             connection.register(f"_empty_{table}", TABLES[table].empty_table())
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
@@ -380,6 +382,10 @@ STATS_QUERIES: dict[str, str] = {
                count_if(NOT is_representative AND kind = 'near')::BIGINT AS near,
                max(group_size) AS largest_group
         FROM duplicates GROUP BY ALL ORDER BY iteration""",
+    # run.dedup: before_annotation: exact copies whose rows were copied, the models skipped.
+    "images whose labels were copied from an exact copy (run.dedup: before_annotation)": """
+        SELECT iteration, count(*) AS images, count(DISTINCT labels_from) AS originals
+        FROM images WHERE labels_from IS NOT NULL GROUP BY ALL ORDER BY iteration""",
 }
 
 

@@ -158,6 +158,9 @@ class Sample:
     # The region kinds a person reviewed on this image (annotators.human_labels): the
     # human_review filter takes the human rows of these kinds as the truth.
     reviewed_kinds: tuple[str, ...] = ()
+    # run.dedup: before_annotation: the image whose rows this one's copy (its same pixels
+    # were annotated before in the iteration); the models skip this image.
+    labels_from: str | None = None
 
     @property
     def kept_regions(self) -> list[Region]:
@@ -190,6 +193,7 @@ class Sample:
             "pixel_sha256": self.hashes.get("pixel_sha256"),
             "phash": self.hashes.get("phash"),
             "phash_crops": self.hashes.get("phash_crops"),
+            "labels_from": self.labels_from,
         }
 
     def region_rows(self, iteration: int) -> list[dict]:

@@ -44,6 +44,10 @@ IMAGES = pa.schema(
         pa.field(
             "phash_crops", pa.list_(pa.int64())
         ),  # phash of 10 crops: 95 % and 90 %, centre and corners
+        # With ``run.dedup: before_annotation``: the image_id whose rows this image's were
+        # copied from (the same pixels, annotated in this iteration before); NULL when the
+        # models ran on the image (and in corpora written before the column existed).
+        pa.field("labels_from", pa.string()),
     ]
 )
 

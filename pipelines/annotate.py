@@ -90,6 +90,10 @@ class ShardProcessor:
         # The step call running now, for a worker's watchdog (engine.executors.watch):
         # (monotonic start, URIs of the batch), or None (none, or a model pool's call).
         self.current_call: tuple | None = None
+        # run.dedup: before_annotation: pixel SHA-256 -> (image_id, shard name) of the
+        # images of the shards written so far (their markers are in), read once per shard.
+        self.written_pixels: dict[str, tuple[str, str]] = {}
+        self.indexed_shards: set[str] = set()
 
     @property
     def task_timeout_s(self) -> float | None:
@@ -145,7 +149,13 @@ class ShardProcessor:
         its worker is isolated) and return the tables; writes nothing."""
         timings: Counter = Counter()
         errors: list[ErrorRecord] = []
-        samples = self.load(uris, errors, timings)
+        loaded = self.load(uris, errors, timings)
+        copied_from: dict[str, str | None] = {}
+        if self.config.run.dedup == "before_annotation":
+            began = time.perf_counter()
+            copied_from = self.set_copies_aside(loaded)
+            timings["copies"] += time.perf_counter() - began
+        samples = [sample for sample in loaded if sample.labels_from is None]
         for step in self.steps:
             step.counts.clear()
         batch_size = self.config.run.batch_size
@@ -163,14 +173,86 @@ class ShardProcessor:
                     self.current_call = None
                 timings[step.timing_key] += time.perf_counter() - began
         began = time.perf_counter()
-        tables = self.to_tables(samples, errors)
+        tables = self.to_tables(loaded, errors)
+        if copied_from:
+            tables = self.add_copied_rows(tables, loaded, copied_from)
         timings["to_arrow"] += time.perf_counter() - began
         marker = shard_marker(shard, tables, timings)
         marker["n_inputs"] = len(uris)
+        marker["labels_copied"] = len(copied_from)
         marker["filter_counts"] = {
             step.name: dict(step.counts) for step in self.steps if step.stage.endswith("_filters")
         }
         return ShardResult(shard=shard, tables=tables, marker=marker)
+
+    def set_copies_aside(self, samples: list[Sample]) -> dict[str, str | None]:
+        """``run.dedup: before_annotation``: mark each sample whose decoded pixels an image
+        annotated before in this iteration has (earlier in ``samples``, or in a shard
+        already written) with ``labels_from``; the models skip it. Returns copy image id ->
+        the shard file its original's rows are in (None: in ``samples``)."""
+        self.index_written_shards()
+        first_here: dict[str, str] = {}
+        copied_from: dict[str, str | None] = {}
+        for sample in samples:
+            pixels = sample.hashes.get("pixel_sha256")
+            if pixels is None:
+                continue
+            if pixels in first_here:
+                sample.labels_from, copied_from[sample.image_id] = first_here[pixels], None
+            elif pixels in self.written_pixels:
+                sample.labels_from, copied_from[sample.image_id] = self.written_pixels[pixels]
+            else:
+                first_here[pixels] = sample.image_id
+        return copied_from
+
+    def index_written_shards(self) -> None:
+        """Add the images of the shards written since the last call (a marker makes a shard
+        written; its images file is read once per worker) to ``written_pixels``."""
+        import pyarrow.parquet as pq
+
+        from engine.storage import parquet_source
+
+        folder = self.writer.markers_dir if self.writer is not None else None
+        if folder is None or not folder.is_dir():
+            return
+        for name in sorted(marker.stem for marker in folder.glob("*.json")):
+            if name in self.indexed_shards:
+                continue
+            path = self.writer.path / "images" / f"shard={name}.parquet"
+            images = pq.read_table(parquet_source(path), columns=["image_id", "pixel_sha256", "labels_from"])  # fmt: skip
+            for image_id, pixels, labels_from in zip(*(images.column(c).to_pylist() for c in images.column_names), strict=True):  # fmt: skip
+                if pixels is not None and labels_from is None:
+                    self.written_pixels.setdefault(pixels, (image_id, name))
+            self.indexed_shards.add(name)
+
+    def add_copied_rows(self, tables: dict[str, pa.Table], samples: list[Sample], copied_from: dict[str, str | None]) -> dict[str, pa.Table]:  # fmt: skip
+        """Each copy's rows: its original's (in ``tables``, or in the written shard's
+        files), with the copy's ids (``engine.dedup.rows_for_copy``)."""
+        import pyarrow.parquet as pq
+
+        from engine.dedup import rows_for_copy
+        from engine.storage import parquet_source
+
+        written: dict[tuple[str, str], pa.Table] = {}  # (table, shard) -> its rows
+        out = {}
+        for name, table in tables.items():
+            if name in ("images", "errors"):
+                out[name] = table
+                continue
+            pieces = [table]
+            for sample in samples:
+                if sample.image_id not in copied_from:
+                    continue
+                shard_name = copied_from[sample.image_id]
+                source = table
+                if shard_name is not None:
+                    if (name, shard_name) not in written:
+                        path = self.writer.path / name / f"shard={shard_name}.parquet"
+                        written[(name, shard_name)] = pq.read_table(parquet_source(path))
+                    source = written[(name, shard_name)]
+                pieces.append(rows_for_copy(source, sample.labels_from, sample.image_id))
+            out[name] = pa.concat_tables([piece.cast(TABLES[name]) for piece in pieces])
+        return out
 
     def assemble(self, shard: Shard, parts: list[ShardResult], isolated: list[ErrorRecord]) -> ShardResult:  # fmt: skip
         """On the driver: the shard made of its parts (in URI order) and an ``errors`` row

@@ -108,6 +108,12 @@ class RunConfig(Strict):
     # Shards that may end failed (an error that is not a crashed worker) before the run stops;
     # failed shards are listed, the iteration is not committed, and a rerun retries them.
     max_failed_shards: Annotated[int, Field(ge=0)] = 0
+    # Exact copies (the same decoded pixels, ``engine.dedup``): ``after_annotation`` annotates
+    # every image and groups the copies when the iteration commits (the ``duplicates``
+    # table); ``before_annotation`` also skips the models for an image whose pixels an
+    # image of a shard already written (or earlier in its own shard) has, and copies that
+    # image's rows, recorded in ``images.labels_from``.
+    dedup: Literal["after_annotation", "before_annotation"] = "after_annotation"
 
 
 class AnnotatorSpec(Strict):

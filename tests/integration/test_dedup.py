@@ -87,3 +87,76 @@ def test_a_corpus_written_before_hashes_gets_them_from_fld_dedup(corpus, tmp_pat
     assert uri_groups(old) == uri_groups(corpus)
     again = run_fld("dedup", str(old), "--quiet")  # resumed: nothing to hash again
     assert "(0 hashed now" in again.stdout
+
+
+ROW_COLUMNS = {  # what a copy must share with its original: every column but the ids
+    "regions": "kind, x0, y0, x1, y1, quad, polygon, label, score, source, sources, kept, drop_reason",
+    "texts": "granularity, text, source, score, kept, drop_reason",
+    "phrases": "phrase, char_start, char_end, box, score, source, kept, drop_reason",
+}
+
+
+def rows_by_uri(out, table: str) -> dict[str, list[tuple]]:
+    connection = connect(out)
+    try:
+        rows = connection.execute(
+            f"SELECT i.uri, {ROW_COLUMNS[table]} FROM {table} t JOIN images i USING (image_id) "
+            "ORDER BY ALL"
+        ).fetchall()
+    finally:
+        connection.close()
+    found: dict[str, list[tuple]] = {}
+    for uri, *rest in rows:
+        found.setdefault(uri.rsplit("/", 1)[1], []).append(tuple(rest))
+    return found
+
+
+def test_before_annotation_copies_the_rows_of_the_same_pixels_and_skips_the_models(tmp_path):
+    """``run.dedup: before_annotation`` (default config, in process, shards of 3): a PNG
+    of bus.jpg's pixels in the same shard, one of zidane.jpg's in the next shard; both get their original's rows (ids rewritten, ``images.labels_from`` set),
+    and their boxes equal what the models give them when they run."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    # Shards of 3 in name order: a_bus.jpg, a_bus_copy.png, a_zidane.jpg | b_coffee.jpg,
+    # b_zidane_copy.png.
+    for name, target in (("bus.jpg", "a_bus.jpg"), ("zidane.jpg", "a_zidane.jpg"), ("coffee.jpg", "b_coffee.jpg")):  # fmt: skip
+        shutil.copy(DEMO_IMAGES / name, photos / target)
+    Image.open(DEMO_IMAGES / "bus.jpg").save(photos / "a_bus_copy.png")
+    Image.open(DEMO_IMAGES / "zidane.jpg").save(photos / "b_zidane_copy.png")
+    before, after = tmp_path / "before", tmp_path / "after"
+    common = ("--shard-size", "3", "--executor", "local", "--quiet")
+    run_fld("run", str(photos), "--out", str(before), *common, "--set", "run.dedup=before_annotation")  # fmt: skip
+    run_fld("run", str(photos), "--out", str(after), *common)
+
+    connection = connect(before)
+    images = {
+        uri.rsplit("/", 1)[1]: (image_id, labels_from)
+        for uri, image_id, labels_from in connection.execute(
+            "SELECT uri, image_id, labels_from FROM images"
+        ).fetchall()
+    }
+    connection.close()
+    assert images["a_bus_copy.png"][1] == images["a_bus.jpg"][0]
+    assert images["b_zidane_copy.png"][1] == images["a_zidane.jpg"][0]
+    annotated = sorted(name for name, (_, source) in images.items() if source is None)
+    assert annotated == ["a_bus.jpg", "a_zidane.jpg", "b_coffee.jpg"]
+    markers = sorted((before / "iteration=0" / "_shards").glob("*.json"))
+    assert [json.loads(m.read_text())["labels_copied"] for m in markers] == [1, 1]
+
+    for table in ROW_COLUMNS:
+        copied = rows_by_uri(before, table)
+        for copy, original in (
+            ("a_bus_copy.png", "a_bus.jpg"),
+            ("b_zidane_copy.png", "a_zidane.jpg"),
+        ):
+            assert copied[copy] and copied[copy] == copied[original], (table, copy)
+    # The ids are the copy's own: no row id is shared between two images.
+    ids = connect(before).execute("SELECT count(*), count(DISTINCT region_id) FROM regions").fetchone()  # fmt: skip
+    assert ids[0] == ids[1]
+    # The models, had they run, give the copies the same boxes.
+    computed = rows_by_uri(after, "regions")
+    for copy in ("a_bus_copy.png", "b_zidane_copy.png"):
+        assert rows_by_uri(before, "regions")[copy] == computed[copy]
+    stats = run_fld("stats", str(before)).stdout
+    section = stats.split("(run.dedup: before_annotation) ==")[1]
+    assert section.split("\n")[3].split() == ["0", "2", "2"]

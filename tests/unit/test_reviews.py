@@ -284,7 +284,7 @@ def hand_made_corpus(root: Path) -> Corpus:
 
     images = [
         {"image_id": i, "iteration": 0, "uri": f"/photos/{i}.jpg", "width": 100, "height": 100,
-         "format": "JPEG", "bytes": 1, "pixel_sha256": None, "phash": None, "phash_crops": None}
+         "format": "JPEG", "bytes": 1, "pixel_sha256": None, "phash": None, "phash_crops": None, "labels_from": None}
         for i in ("disputed", "sure", "unsure")
     ]  # fmt: skip
     regions = [
