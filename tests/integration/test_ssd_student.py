@@ -32,7 +32,7 @@ from pipelines.config import load_config
 from pipelines.evaluate import evaluate_corpus
 from pipelines.refine import refine_corpus
 from pipelines.ssd_student import TrainingData, corpus_examples, train_ssd_student
-from tests.fixtures.students import train_shuffled_student
+from tests.fixtures.students import finish, start_shuffled_student
 
 SCENES = 24
 MARGIN = 0.04  # mAP50 over the specialist alone (measured: +0.087; the control +0.000)
@@ -63,11 +63,6 @@ def map50(corpus: Path, gt: Path) -> dict[int, float]:
     return {k: r["objects"]["map50"] for k, r in evaluate_corpus(corpus, gt, write=False).items()}
 
 
-def train_control(corpus: Path, settings) -> None:
-    """The student of a broken loop, put where the loop finds a trained student."""
-    train_shuffled_student(corpus, (1, 0), settings)
-
-
 def test_the_ssd_student_raises_map50_by_a_margin_a_broken_loop_does_not_reach(iteration0):
     config = load_config(None, CONFIG)
     refined = iteration0["root"] / "refined"
@@ -75,10 +70,13 @@ def test_the_ssd_student_raises_map50_by_a_margin_a_broken_loop_does_not_reach(i
     shutil.copytree(iteration0["corpus"], refined)
     shutil.copytree(iteration0["corpus"], control)
 
+    # The student of a broken loop, put where the loop finds a trained student, trains in
+    # its own process (one thread) while the working loop refines on the other core.
+    training_control = start_shuffled_student(control, (1, 0), CONFIG)
     started = time.perf_counter()
     refine_corpus(refined, 1, config, show_progress=False)
     refine_seconds = time.perf_counter() - started
-    train_control(control, config.refine.student.ssd)
+    finish(training_control)
     refine_corpus(control, 1, config, show_progress=False)
 
     student = json.loads((refined / "iteration=1" / "run.json").read_text())["student"]
