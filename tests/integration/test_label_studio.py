@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 
 import pyarrow.parquet as pq
 import pytest
 
 from engine.corpus import Corpus
 from engine.query import connect
-from tests.fixtures.common import DEMO_IMAGES, free_port, run_fld
+from tests.fixtures.common import BIN, DEMO_IMAGES, REPO, free_port, run_fld
 from tests.fixtures.label_studio_server import (
     Reviewer,
     label_studio_installed,
@@ -44,8 +45,22 @@ def server(tmp_path_factory):
     (root / "served" / "photos").mkdir(parents=True)
     for name in PHOTOS:
         shutil.copy(DEMO_IMAGES / name, root / "served" / "photos" / name)
+    # The corpus to review is made while the server starts (about 40 s, mostly one core).
+    corpus = root / "corpus"
+    making = subprocess.Popen(
+        [str(BIN / "fld"), "run", str(root / "served" / "photos"), "--out", str(corpus), "--quiet"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     with running_label_studio(root / "data", root / "served") as (url, token):
-        yield {"url": url, "token": token, "served": root / "served", "root": root}
+        _, stderr = making.communicate(timeout=600)
+        assert making.returncode == 0, f"fld run failed: {stderr[-3000:]}"
+        yield {
+            "url": url,
+            "token": token,
+            "served": root / "served",
+            "root": root,
+            "corpus": corpus,
+        }
 
 
 def fld_with(server: dict, *args: str, check: bool = True):
@@ -91,10 +106,8 @@ def kept_human_rows(corpus, iteration: int) -> list[tuple]:
         connection.close()
 
 
-def test_review_round_trip_with_a_real_label_studio(server, tmp_path):
-    photos = server["served"] / "photos"
-    corpus = tmp_path / "corpus"
-    run_fld("run", str(photos), "--out", str(corpus), "--quiet")
+def test_review_round_trip_with_a_real_label_studio(server):
+    photos, corpus = server["served"] / "photos", server["corpus"]
 
     # A server that is down, a wrong token: one sentence, exit 2, nothing written.
     down = run_fld("review", str(corpus), "--url", f"http://127.0.0.1:{free_port()}", "--token", server["token"], check=False)  # fmt: skip
