@@ -68,15 +68,21 @@ def test_a_flat_image_has_no_perceptual_hash():
         assert image_hashes(flat)["pixel_sha256"]
 
 
-def group(rows: list[tuple], **settings):
+def images_table(rows: list[tuple]):
+    """A DuckDB connection with ``imgs``: (image_id, uri, width, height, pixel_sha256,
+    phash, phash_crops) rows, the columns ``find_duplicates`` reads."""
     connection = duckdb.connect()
     connection.execute(
         "CREATE TABLE imgs (image_id VARCHAR, uri VARCHAR, width INT, height INT, "
         "pixel_sha256 VARCHAR, phash BIGINT, phash_crops BIGINT[])"
     )
-    connection.executemany(
-        "INSERT INTO imgs VALUES (?, ?, ?, ?, ?, ?, ?)", [(*row, None) for row in rows]
-    )
+    connection.executemany("INSERT INTO imgs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    return connection
+
+
+def group(rows: list[tuple], **settings):
+    """Group rows without crop hashes."""
+    connection = images_table([(*row, None) for row in rows])
     table, facts = find_duplicates(connection, "SELECT * FROM imgs", settings)
     return table.to_pylist(), facts
 
@@ -106,15 +112,9 @@ def test_copies_trimmed_at_the_centre_or_a_corner_join_their_original(photos):
             hashes = image_hashes(pixels)
             rows.append((image_id, image_id, pixels.shape[1], pixels.shape[0], *hashes.values()))
             origin[image_id] = name
-    connection = duckdb.connect()
-    connection.execute(
-        "CREATE TABLE imgs (image_id VARCHAR, uri VARCHAR, width INT, height INT, "
-        "pixel_sha256 VARCHAR, phash BIGINT, phash_crops BIGINT[])"
-    )
-    connection.executemany("INSERT INTO imgs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    connection = images_table(rows)
     table, _ = find_duplicates(connection, "SELECT * FROM imgs")
-    rows_out = table.to_pylist()
-    group_of = {row["image_id"]: row["group_id"] for row in rows_out}
+    group_of = {row["image_id"]: row["group_id"] for row in table.to_pylist()}
     for image_id, name in origin.items():
         assert group_of.get(image_id) is not None, image_id
         assert group_of[image_id] == group_of[name], image_id
