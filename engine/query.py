@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import weakref
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import duckdb
 
@@ -36,7 +36,7 @@ def connect(
     corpus_path: str | Path,
     iterations: list[int] | None = None,
     sandbox: bool = False,
-    duplicates: str = "view",
+    duplicates: Literal["view", "skip", "none"] = "view",
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table.
 
@@ -49,6 +49,8 @@ def connect(
     ``allowed_directories`` with ``enable_external_access = false`` (so ``COPY ... TO``,
     ``ATTACH``, ``read_csv('/etc/...')`` and extension installs fail), then
     ``lock_configuration`` so that a statement cannot lift it."""
+    if duplicates not in DUPLICATE_MODES:
+        raise ValueError(f"duplicates: {duplicates!r} is not one of {', '.join(DUPLICATE_MODES)}")
     corpus = Corpus(corpus_path)
     if not corpus.root.is_dir():
         raise FileNotFoundError(f"{corpus_path} is not a corpus folder")
@@ -72,8 +74,6 @@ def connect(
         else:
             connection.register(f"_empty_{table}", TABLES[table].empty_table())
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
-    if duplicates not in DUPLICATE_MODES:
-        raise ValueError(f"duplicates: {duplicates!r} is not one of {', '.join(DUPLICATE_MODES)}")
     if duplicates != "none":
         add_duplicates_view(connection, corpus, chosen)
     add_review_views(connection, corpus, chosen)
