@@ -445,6 +445,8 @@ def output_config_hash(config: EngineConfig) -> str:
     for key in ("workers", "address", "executor", "local_max_images", "worker_max_shards", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts"):  # fmt: skip
         settings["run"].pop(key, None)
     settings["input"].pop("download", None)  # how hard to try, not what a fetched image gives
+    if settings["run"].get("dedup") == "after_annotation":  # the default: hashes stay as they
+        settings["run"].pop("dedup")  # were before run.dedup existed (old runs still resume)
     for annotator in settings["annotators"]:  # where a model runs does not change its rows
         for key in ("resources", "replicas", "device"):
             annotator.pop(key, None)

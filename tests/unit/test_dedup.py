@@ -203,3 +203,21 @@ def test_sampled_bits_mode_finds_close_copies_and_says_how_likely():
     assert hits >= 48, hits  # 2 bits apart: found with probability > 0.999 per pair
     assert sampled_recall(2, 16, 24) > 0.999
     assert sampled_recall(6, 26, 24) < sampled_recall(2, 26, 24)
+
+
+def test_run_dedup_changes_the_config_hash_only_when_it_copies_labels():
+    """``run.dedup: before_annotation`` writes other rows (copied, ``labels_from``), so a run
+    must not resume over shards made without it; the default hashes as the same settings
+    without the key, as before the setting existed, so that older interrupted runs resume."""
+    from types import SimpleNamespace
+
+    from pipelines.annotate import output_config_hash
+    from pipelines.config import load_config
+
+    default = load_config(None, ["annotators=[{name: ssd_coco}]"])
+    before = load_config(None, ["annotators=[{name: ssd_coco}]", "run.dedup=before_annotation"])
+    assert output_config_hash(default) != output_config_hash(before)
+    without_the_key = default.to_dict()
+    del without_the_key["run"]["dedup"]
+    older = SimpleNamespace(to_dict=lambda: without_the_key)  # all output_config_hash reads
+    assert output_config_hash(default) == output_config_hash(older)
