@@ -43,6 +43,26 @@ from ssd_student_gain import REGIONS_ONLY  # noqa: E402
 NEUTRAL_STUDENT = ["refine.student.ssd.min_score=0.99", "refine.student.ssd.epochs=1"]
 
 
+SCENE_SEED = 7
+
+
+def scenes_and_iteration0(work: Path, n_scenes: int) -> tuple[Path, Path]:
+    """``n_scenes`` generated scenes (``SCENE_SEED``) and their iteration 0 by
+    ``REGIONS_ONLY``, made once under ``work`` (a committed iteration is left as it is):
+    the ground truth's path and the corpus's."""
+    from engine.scenes import generate_scenes
+    from pipelines.annotate import annotate_corpus
+    from pipelines.config import load_config
+
+    scenes = work / f"scenes-{n_scenes}"
+    gt = scenes / "annotations.json"
+    if not gt.exists():
+        generate_scenes(scenes, n_scenes, seed=SCENE_SEED)
+    base = work / f"base-{n_scenes}"
+    annotate_corpus(load_config(None, REGIONS_ONLY), str(scenes / "images"), str(base), False)
+    return gt, base
+
+
 def ground_truth(gt_path: Path) -> dict[str, list[tuple[str, tuple]]]:
     """Scene file name -> [(label, (x0, y0, x1, y1))]."""
     coco = json.loads(gt_path.read_text())
@@ -161,18 +181,10 @@ def main() -> None:
     parser.add_argument("--experiment", action="store_true", help="history copy only")
     args = parser.parse_args()
 
-    from engine.scenes import generate_scenes
-    from pipelines.annotate import annotate_corpus
-    from pipelines.config import load_config
     from pipelines.evaluate import evaluate_corpus
 
     run_id = new_run_id()
-    scenes = args.work / f"scenes-{args.scenes}"
-    gt = scenes / "annotations.json"
-    if not gt.exists():
-        generate_scenes(scenes, args.scenes, seed=7)
-    base = args.work / f"base-{args.scenes}"
-    annotate_corpus(load_config(None, REGIONS_ONLY), str(scenes / "images"), str(base), False)
+    gt, base = scenes_and_iteration0(args.work, args.scenes)
     map50_0 = evaluate_corpus(base, gt, iteration=0, write=False)[0]["objects"]["map50"]
     context = {
         "truth": ground_truth(gt), "gt": gt, "map50_0": map50_0,

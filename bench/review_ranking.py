@@ -34,9 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from results_store import new_run_id, save_result  # noqa: E402
-from ssd_student_gain import REGIONS_ONLY  # noqa: E402
-
-SCENE_SEED = 7  # review_gain.py's scenes
+from review_gain import SCENE_SEED, scenes_and_iteration0  # noqa: E402
 
 
 def corrected_rows(rows: list[tuple], truths_of: dict, reviewed: set[str]) -> list[tuple]:
@@ -53,9 +51,6 @@ def corrected_rows(rows: list[tuple], truths_of: dict, reviewed: set[str]) -> li
 def main() -> None:
     from engine.corpus import Corpus
     from engine.query import connect
-    from engine.scenes import generate_scenes
-    from pipelines.annotate import annotate_corpus
-    from pipelines.config import load_config
     from pipelines.evaluate import evaluate_objects, kept_regions, load_ground_truth, match_images
     from pipelines.review import ReviewOptions, choose_images
 
@@ -66,13 +61,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/fld-review-ranking"))
     args = parser.parse_args()
     started = time.perf_counter()
-    scenes = args.work / f"scenes-{args.scenes}"
-    if not (scenes / "annotations.json").exists():
-        generate_scenes(scenes, args.scenes, seed=SCENE_SEED)
-    base = args.work / f"base-{args.scenes}"
-    annotate_corpus(load_config(None, REGIONS_ONLY), str(scenes / "images"), str(base), False)
-
-    gt = load_ground_truth(scenes / "annotations.json")
+    gt_path, base = scenes_and_iteration0(args.work, args.scenes)
+    gt = load_ground_truth(gt_path)
     connection = connect(base, [0])
     try:
         matched, _ = match_images(connection, gt)
