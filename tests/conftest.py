@@ -17,6 +17,11 @@ from engine.offline import apply_offline_env
 
 apply_offline_env()
 
+# Under pytest-xdist (make test: two test processes on a 2-core machine), each process and
+# the fld commands it starts compute on one thread, so the two do not fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # The trust store of student weights (pipelines/refine.py) lives outside every corpus; the
 # suite's students go to one of its own, not the user's ~/.cache.
 os.environ.setdefault(
