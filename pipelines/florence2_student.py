@@ -159,13 +159,15 @@ def resolve_training_device(device: str) -> str:
     return device
 
 
-def ensure_export(corpus: Corpus, iteration: int, out: Path) -> Path:
+def ensure_export(corpus: Corpus, iteration: int, out: Path, human=None) -> Path:
+    """The training export of ``iteration`` under ``out`` (made once: a resumed training
+    reuses it); ``human``: people's labels in place of the models' (``export_corpus``)."""
     from pipelines.exports import export_corpus
 
     export = out / EXPORT
     done = out / "export" / "export.json"
     if not done.exists():
-        export_corpus(corpus.root, "florence2", out / "export", iteration=iteration, overwrite=True)
+        export_corpus(corpus.root, "florence2", out / "export", iteration=iteration, overwrite=True, human=human)  # fmt: skip
     if not export.exists() or export.stat().st_size == 0:
         raise NoTrainingLabels(f"iteration {iteration} has no kept labels to train a student on")
     return export

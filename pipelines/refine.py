@@ -287,6 +287,15 @@ def validation_map50(metrics) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
+def human_labels_of(corpus: Corpus, iteration: int):
+    """The people's labels iteration ``iteration``'s student trains on (its reviews
+    snapshot, ``engine.reviews.HumanLabels``), or None when it has none."""
+    from engine.reviews import HumanLabels
+
+    snapshot = reviews_snapshot(corpus, iteration)
+    return HumanLabels.read(snapshot) if snapshot.exists() else None
+
+
 def reviews_snapshot(corpus: Corpus, iteration: int):
     """Where iteration ``iteration`` keeps the reviews it started with (``engine.reviews``):
     its human labels, its student's and its judgement all read this copy, so a resumed
@@ -318,10 +327,11 @@ def train_florence2_student(
     parent: int | None = None,
 ) -> Path:
     """Train (or resume, or find trained) the Florence-2 student of ``iteration`` on
-    iteration-1's export; returns its model folder. Its ``student.json`` is the training
+    iteration-1's export (people's labels on reviewed images, hold-out images left out:
+    ``human_labels_of``); returns its model folder. Its ``student.json`` is the training
     summary. (Its weights are safetensors and load without ``trust_remote_code``: loading
     them runs no code, so they need no trust check.)"""
-    from pipelines.florence2_student import train_florence2
+    from pipelines.florence2_student import ensure_export, train_florence2
 
     if isinstance(corpus.root, StorePath):
         raise CorpusError(
@@ -333,6 +343,10 @@ def train_florence2_student(
     if show_progress and not (folder / "florence2" / "train.json").exists():
         print(f"iteration {iteration}: training the Florence-2 student", file=sys.stderr)
     parent = iteration - 1 if parent is None else parent
+    # The training export first, with people's labels on reviewed images (train_florence2
+    # finds it made and reuses it).
+    (folder / "florence2").mkdir(parents=True, exist_ok=True)
+    ensure_export(corpus, parent, folder / "florence2", human_labels_of(corpus, iteration))
     summary = train_florence2(
         corpus, parent, folder / "florence2", config.refine.student.florence2, show_progress
     )
@@ -373,7 +387,7 @@ def train_student(
     export = export_corpus(
         corpus.root, "yolo", data_dir, iteration=parent, overwrite=True,
         val_fraction=student.val_fraction, include_ocr=False,
-        keep_duplicates=config.refine.keep_duplicates,
+        keep_duplicates=config.refine.keep_duplicates, human=human_labels_of(corpus, iteration),
     )  # fmt: skip
     if export["counts"]["boxes"] == 0:
         raise NoTrainingLabels(
@@ -454,7 +468,6 @@ def train_ssd_student_of(
     out (the iteration's reviews snapshot, ``engine.reviews``); returns its weights' local
     path (for a corpus on a store, in this machine's cache; the weights and their summary
     are also stored in the corpus's ``models/iteration=K``, weights first)."""
-    from engine.reviews import HumanLabels
     from engine.sources import ByteReader
     from pipelines.ssd_student import WEIGHTS, TrainingData, corpus_examples, train_ssd_student
 
@@ -466,10 +479,12 @@ def train_ssd_student_of(
     if done:
         examples, stats = [], {}
     else:
-        snapshot = reviews_snapshot(corpus, iteration)
-        human = HumanLabels.read(snapshot) if snapshot.exists() else None
         examples, stats = corpus_examples(
-            corpus, parent, settings, config.refine.keep_duplicates, human
+            corpus,
+            parent,
+            settings,
+            config.refine.keep_duplicates,
+            human_labels_of(corpus, iteration),
         )
         if not stats["boxes"]:
             raise NoTrainingLabels(

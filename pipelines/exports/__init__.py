@@ -65,18 +65,21 @@ def export_corpus(
     include_dropped: bool = False,
     overwrite: bool = False,
     keep_duplicates: bool = False,
+    human=None,
     **options,
 ) -> dict:
     """Export one committed iteration (default: the latest) of ``corpus`` as ``fmt`` into
     ``out``; returns the summary also written to ``out/export.json``. Images that are
     copies of another (not the representative of their duplicate group: ``engine.dedup``)
-    are left out unless ``keep_duplicates``."""
+    are left out unless ``keep_duplicates``. ``human`` (``engine.reviews.HumanLabels``):
+    people's boxes in place of the models' on reviewed images, hold-out images left out
+    (``CorpusReader``): how a student's training export is made."""
     if fmt not in FORMATS:
         raise ExportError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     val_fraction = options.get("val_fraction", 0.1)
     if fmt == "yolo" and not 0.0 <= val_fraction < 1.0:
         raise ExportError(f"--val-fraction: {val_fraction} is not in [0, 1)")
-    reader = CorpusReader(corpus, iteration, include_dropped=include_dropped, keep_duplicates=keep_duplicates)  # fmt: skip
+    reader = CorpusReader(corpus, iteration, include_dropped=include_dropped, keep_duplicates=keep_duplicates, human=human)  # fmt: skip
     out = Path(out)
     prepare_out(out, overwrite)
     started = time.perf_counter()
@@ -99,6 +102,11 @@ def export_corpus(
         "include_dropped": include_dropped,
         "keep_duplicates": keep_duplicates,
         "duplicates_skipped": reader.skipped_duplicates,
+        **(
+            {"reviewed_images": reader.reviewed, "holdout_skipped": reader.skipped_holdout}
+            if human is not None
+            else {}
+        ),
         "options": {key: value for key, value in options.items() if value is not None},
         "counts": counts,
         "files": sorted(

@@ -46,12 +46,16 @@ def categories_of(reader: CorpusReader) -> list[dict]:
     """Object labels (alphabetical) and ``text`` for OCR: the categories of an export."""
     connection = reader.connect()
     condition = reader.kept_condition
-    labels = [
-        row[0]
-        for row in connection.execute(
-            f"SELECT DISTINCT label FROM regions WHERE kind = 'object' AND {condition} ORDER BY label"
-        ).fetchall()
-    ]
+    human_labels, human_ocr = reader.human_categories()
+    labels = sorted(
+        {
+            row[0]
+            for row in connection.execute(
+                f"SELECT DISTINCT label FROM regions WHERE kind = 'object' AND {condition}"
+            ).fetchall()
+        }
+        | human_labels
+    )
     categories = [
         {"id": index + 1, "name": label, "supercategory": "object"}
         for index, label in enumerate(labels)
@@ -59,7 +63,7 @@ def categories_of(reader: CorpusReader) -> list[dict]:
     has_ocr = connection.execute(
         f"SELECT count(*) FROM regions WHERE kind = 'ocr' AND {condition}"
     ).fetchall()[0][0]
-    if has_ocr:
+    if has_ocr or human_ocr:
         categories.append(
             {"id": len(categories) + 1, "name": TEXT_CATEGORY, "supercategory": "ocr"}
         )

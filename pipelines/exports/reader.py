@@ -59,16 +59,23 @@ class CorpusReader:
         include_dropped: bool = False,
         batch_rows: int = 2048,
         keep_duplicates: bool = False,
+        human=None,
     ):
         """``keep_duplicates``: also the images of a duplicate group that are not its
         representative (``engine.dedup``); by default they are skipped (and counted in
-        ``skipped_duplicates``)."""
+        ``skipped_duplicates``). ``human`` (``engine.reviews.HumanLabels``, what a student
+        trains on): on the reviewed images people's boxes replace the models' object and
+        OCR regions, and the hold-out images are skipped (counted in ``skipped_holdout``),
+        as the SSD student's training set does (``pipelines.ssd_student.corpus_examples``)."""
         self.corpus = Corpus(corpus_path)
         self.iteration = self.corpus.select_iteration(iteration)
         self.include_dropped = include_dropped
         self.batch_rows = batch_rows
         self.keep_duplicates = keep_duplicates
         self.skipped_duplicates = 0
+        self.human = human
+        self.skipped_holdout = 0
+        self.reviewed = 0  # images whose regions people's replaced
         self._groups: dict[str, tuple[str, bool]] | None = None
 
     def duplicate_groups(self) -> dict[str, tuple[str, bool]]:
@@ -91,6 +98,40 @@ class CorpusReader:
                     connection.close()
                 self._groups = {image_id: (group, first) for image_id, group, first in rows}
         return self._groups
+
+    def human_regions(self, image_id: str) -> list[dict]:
+        """People's boxes of a reviewed image as region rows (``REGION_COLUMNS``; boxes in
+        pixels of the decoded image, as the models' are; score 1; OCR lines without a
+        quad, their text in ``label``)."""
+        from engine.reviews import HUMAN_SOURCE
+
+        return [
+            {
+                "region_id": f"{image_id[:16]}:{HUMAN_SOURCE}:r{n}",
+                "image_id": image_id,
+                "kind": kind,
+                "x0": box[0],
+                "y0": box[1],
+                "x1": box[2],
+                "y1": box[3],
+                "quad": None,
+                "polygon": None,
+                "label": label,
+                "score": 1.0,
+                "source": HUMAN_SOURCE,
+                "kept": True,
+                "drop_reason": None,
+            }  # fmt: skip
+            for n, (kind, label, box) in enumerate(self.human.boxes[image_id])
+        ]
+
+    def human_categories(self) -> tuple[set[str], bool]:
+        """The object labels people gave on the images whose labels replace the models',
+        and whether they drew OCR lines there (the categories an export must hold)."""
+        if self.human is None:
+            return set(), False
+        entries = [entry for image_id in self.human.trained for entry in self.human.boxes[image_id]]
+        return {label for kind, label, _ in entries if kind == "object"}, any(kind == "ocr" for kind, _, _ in entries)  # fmt: skip
 
     def split_key(self, image_id: str) -> str:
         """What a train/validation split hashes: the duplicate group's id, so that the
@@ -187,6 +228,13 @@ class CorpusReader:
                 if pending[name] is not None and pending[name][0] == key:
                     setattr(found, name, pending[name][1])
                     pending[name] = next_group(stream)
+            if self.human is not None and key[1] in self.human.holdout:
+                self.skipped_holdout += 1  # kept out of training: it judges the student
+                continue
+            if self.human is not None and key[1] in self.human.trained:
+                models = [r for r in found.regions if r["kind"] not in ("object", "ocr")]
+                found.regions = models + self.human_regions(key[1])
+                self.reviewed += 1
             yield found
 
 

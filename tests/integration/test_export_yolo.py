@@ -3,6 +3,7 @@ ultralytics training on it for one epoch (a tiny YOLOv8n from its YAML, CPU)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,68 @@ def test_ultralytics_trains_one_epoch_on_the_demo_export(demo, tmp_path):
     # every exported box reached the trainer
     assert sum(len(label["bboxes"]) for label in dataset.labels) == kept
     assert model.names == yaml.safe_load((out / "data.yaml").read_text())["names"]
+
+
+def test_the_yolo_student_trains_on_peoples_labels(demo, tmp_path):
+    """``fld refine``'s YOLO student of iteration 1 with a reviews snapshot: on the reviewed
+    image its training labels are people's (a class only they gave included), the hold-out
+    image is not trained on, and ultralytics trains on that export for one epoch."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.corpus import Corpus
+    from engine.reviews import HUMAN_SOURCE
+    from engine.schemas import REVIEWS
+    from pipelines.config import load_config
+    from pipelines.refine import reviews_snapshot, train_student
+
+    corpus_root = tmp_path / "corpus"
+    shutil.copytree(demo, corpus_root)
+    corpus = Corpus(corpus_root)
+    images = connect(corpus_root).execute("SELECT image_id, uri FROM images ORDER BY uri").fetchall()  # fmt: skip
+    by_name = {uri.rsplit("/", 1)[1]: image_id for image_id, uri in images}
+    reviewed, held_out = by_name["bus.jpg"], by_name["zidane.jpg"]
+    rows = [
+        {
+            "review_id": f"p:1:{n}",
+            "image_id": image_id,
+            "iteration": 0,
+            "project": "p",
+            "task_id": n,
+            "annotation_id": n,
+            "reviewer": "r@example.com",
+            "reviewed_at": "2026-12-03T00:00:00",
+            "verdict": "added",
+            "region_id": None,
+            "kind": "object",
+            "x0": 10.0,
+            "y0": 20.0,
+            "x1": 300.0,
+            "y1": 400.0,
+            "label": "giraffe",
+            "holdout": image_id == held_out,
+            "source": HUMAN_SOURCE,
+        }  # fmt: skip
+        for n, image_id in enumerate((reviewed, held_out))
+    ]
+    snapshot = reviews_snapshot(corpus, 1)
+    snapshot.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, REVIEWS), snapshot)
+    config = load_config(None, [
+        "refine.student.kind=yolo", "refine.student.model=fld-mobilenetv2-yolo.yaml",
+        "refine.student.epochs=1", "refine.student.image_size=64", "refine.student.val_fraction=0",
+    ])  # fmt: skip
+    weights = train_student(corpus, 1, config, show_progress=False, parent=0)
+    assert weights.exists()
+    data = weights.parent / "data"
+    names = yaml.safe_load((data / "data.yaml").read_text())["names"]
+    assert "giraffe" in names.values()
+    labels = {p.name.rsplit("-", 1)[0]: read_labels(p) for p in (data / "labels").iterdir()}
+    assert "zidane" not in labels  # hold-out: it judges the student, it does not train it
+    giraffe = next(k for k, v in names.items() if v == "giraffe")
+    assert [row[0] for row in labels["bus"]] == [giraffe]  # the models' boxes replaced
+    assert "sign" in labels  # not reviewed: trained on with the models' labels
+    export = json.loads((data / "export.json").read_text())
+    assert export["reviewed_images"] == 1 and export["holdout_skipped"] == 1
