@@ -25,7 +25,7 @@ Grouping (``find_duplicates``), never a Python loop over pairs:
 
 1. **exact**: images with the same ``pixel_sha256`` (a ``GROUP BY``);
 2. **near**: pairs of images whose ``phash`` differ in at most ``max_distance`` bits
-   (default 6 of 64; an image's centre-crop hashes compared with the other's own hash
+   (default 6 of 64; an image's crop hashes (centred and cornered) compared with the other's own hash
    count too), found by **multi-index hashing**: the 64 bits are cut into
    ``max_distance + 1`` bands; two hashes within the distance agree exactly on at least
    one band (pigeonhole), so candidates are pairs that share a band's value (a join on
