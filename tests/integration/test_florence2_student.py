@@ -197,11 +197,13 @@ def test_a_killed_training_resumes_to_the_same_weights(scenes_corpus, tiny_stude
 def test_refine_with_the_florence2_student_on_ray(ray_address, scenes_corpus, overfit, tmp_path):
     """The student starts from the overfit model (so that it knows the images' objects
     after a short training) and trains 3 epochs on objects, captions, OCR lines,
-    grounding and region segmentation."""
+    grounding and region segmentation; one image has a person's review, which its
+    training export takes in place of the models' boxes."""
     import shutil
 
     corpus = tmp_path / "corpus"
     shutil.copytree(scenes_corpus, corpus)
+    reviewed, label = write_one_review(Corpus(corpus))
     started = time.time()
     run_fld(
         "refine", str(corpus), "--iterations", "1", "--address", ray_address, "--quiet",
@@ -241,3 +243,35 @@ def test_refine_with_the_florence2_student_on_ray(ray_address, scenes_corpus, ov
              if a.get("source_name") == "student_f2_i1"]  # fmt: skip
     assert sorted(steps) == ["florence2_regions", "florence2_segmenter", "hf_captioner",
                              "hf_grounder"]  # fmt: skip
+    # The reviewed image trained the student with the person's box alone.
+    export = corpus / "models" / "iteration=1" / "florence2" / "export"
+    assert json.loads((export / "export.json").read_text())["reviewed_images"] == 1
+    lines = [json.loads(line) for line in (export / "florence2.jsonl").open()]
+    [detection] = [x for x in lines if x["image_id"] == reviewed and x["task"] == "<OD>"]
+    assert (
+        detection["target"].startswith(f"{label}<loc_") and detection["target"].count("<loc_") == 4
+    )
+
+
+def write_one_review(corpus: Corpus) -> tuple[str, str]:
+    """A person's review of the first image (one added box of a label the tiny student's
+    tokenizer knows, not hold-out) in the corpus's reviews table, as ``fld import-reviews``
+    writes it; returns the image's id and the label."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.reviews import HUMAN_SOURCE, reviews_path
+    from engine.schemas import REVIEWS
+
+    connection = connect(corpus.root)
+    [(image_id,)] = connection.execute("SELECT min(image_id) FROM images").fetchall()
+    [(label,)] = connection.execute("SELECT min(label) FROM regions WHERE kept AND kind = 'object'").fetchall()  # fmt: skip
+    row = {"review_id": "p:1:0", "image_id": image_id, "iteration": 0, "project": "p",
+           "task_id": 1, "annotation_id": 1, "reviewer": "r@example.com",
+           "reviewed_at": "2026-12-03T00:00:00", "verdict": "added", "region_id": None,
+           "kind": "object", "x0": 5.0, "y0": 5.0, "x1": 60.0, "y1": 50.0, "label": label,
+           "holdout": False, "source": HUMAN_SOURCE}  # fmt: skip
+    path = reviews_path(corpus)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([row], REVIEWS), path)
+    return image_id, label
