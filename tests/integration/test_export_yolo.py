@@ -14,6 +14,7 @@ from engine.query import connect
 from pipelines.exports import export_corpus
 from tests.fixtures.common import run_fld
 from tests.fixtures.export_helpers import demo_corpus, write_synthetic_corpus
+from tests.fixtures.reviews import added_box, write_reviews
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +106,7 @@ def test_the_yolo_student_trains_on_peoples_labels(demo, tmp_path):
     image is not trained on, and ultralytics trains on that export for one epoch."""
     import shutil
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from engine.corpus import Corpus
-    from engine.reviews import HUMAN_SOURCE
-    from engine.schemas import REVIEWS
     from pipelines.config import load_config
     from pipelines.refine import reviews_snapshot, train_student
 
@@ -121,31 +117,10 @@ def test_the_yolo_student_trains_on_peoples_labels(demo, tmp_path):
     by_name = {uri.rsplit("/", 1)[1]: image_id for image_id, uri in images}
     reviewed, held_out = by_name["bus.jpg"], by_name["zidane.jpg"]
     rows = [
-        {
-            "review_id": f"p:1:{n}",
-            "image_id": image_id,
-            "iteration": 0,
-            "project": "p",
-            "task_id": n,
-            "annotation_id": n,
-            "reviewer": "r@example.com",
-            "reviewed_at": "2026-12-03T00:00:00",
-            "verdict": "added",
-            "region_id": None,
-            "kind": "object",
-            "x0": 10.0,
-            "y0": 20.0,
-            "x1": 300.0,
-            "y1": 400.0,
-            "label": "giraffe",
-            "holdout": image_id == held_out,
-            "source": HUMAN_SOURCE,
-        }  # fmt: skip
+        added_box(image_id, "giraffe", (10, 20, 300, 400), holdout=image_id == held_out, task_id=n)
         for n, image_id in enumerate((reviewed, held_out))
     ]
-    snapshot = reviews_snapshot(corpus, 1)
-    snapshot.parent.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, REVIEWS), snapshot)
+    write_reviews(reviews_snapshot(corpus, 1), rows)
     config = load_config(None, [
         "refine.student.kind=yolo", "refine.student.model=fld-mobilenetv2-yolo.yaml",
         "refine.student.epochs=1", "refine.student.image_size=64", "refine.student.val_fraction=0",

@@ -32,6 +32,7 @@ from engine.scenes import generate_scenes
 from pipelines.config import Florence2StudentConfig, load_config
 from tests.fixtures.common import BIN, run_fld, wait_for
 from tests.fixtures.hf_tiny import build_tiny_florence2
+from tests.fixtures.reviews import added_box, write_reviews
 
 # Only the tasks the overfit check reads: the others (dense captions, OCR, grounding,
 # segmentation) are trained in the refine test.
@@ -257,21 +258,10 @@ def write_one_review(corpus: Corpus) -> tuple[str, str]:
     """A person's review of the first image (one added box of a label the tiny student's
     tokenizer knows, not hold-out) in the corpus's reviews table, as ``fld import-reviews``
     writes it; returns the image's id and the label."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from engine.reviews import HUMAN_SOURCE, reviews_path
-    from engine.schemas import REVIEWS
+    from engine.reviews import reviews_path
 
     connection = connect(corpus.root)
     [(image_id,)] = connection.execute("SELECT min(image_id) FROM images").fetchall()
     [(label,)] = connection.execute("SELECT min(label) FROM regions WHERE kept AND kind = 'object'").fetchall()  # fmt: skip
-    row = {"review_id": "p:1:0", "image_id": image_id, "iteration": 0, "project": "p",
-           "task_id": 1, "annotation_id": 1, "reviewer": "r@example.com",
-           "reviewed_at": "2026-12-03T00:00:00", "verdict": "added", "region_id": None,
-           "kind": "object", "x0": 5.0, "y0": 5.0, "x1": 60.0, "y1": 50.0, "label": label,
-           "holdout": False, "source": HUMAN_SOURCE}  # fmt: skip
-    path = reviews_path(corpus)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist([row], REVIEWS), path)
+    write_reviews(reviews_path(corpus), [added_box(image_id, label, (5, 5, 60, 50))])
     return image_id, label
