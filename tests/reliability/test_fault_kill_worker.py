@@ -39,12 +39,29 @@ def shard_workers() -> list[dict]:
 
 
 def shard_worker_pids() -> set[int]:
-    """Pids of the processes on this machine whose title is a ShardWorker's."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and title(int(entry.name)).startswith("ray::ShardWorker"):
-            found.add(int(entry.name))
-    return found
+    """Pids of the processes on this machine whose title is a ShardWorker's, of this test
+    process's cluster only: under pytest-xdist another test process has its own cluster
+    and workers, which must not be killed (``of_this_test_process``)."""
+    return {
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and title(int(entry.name)).startswith("ray::ShardWorker")
+        and of_this_test_process(int(entry.name))
+    }
+
+
+def of_this_test_process(pid: int) -> bool:
+    """Whether a Ray worker belongs to this test process's cluster: its processes inherit
+    the environment of the test process that started the head (``ray_address``), whose
+    ``PYTEST_XDIST_WORKER`` (gw0, gw1, ...; none without xdist) names it."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    mine = os.environ.get("PYTEST_XDIST_WORKER")
+    theirs = next((v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"PYTEST_XDIST_WORKER=")), None)  # fmt: skip
+    return theirs == mine
 
 
 def title(pid: int) -> str:
