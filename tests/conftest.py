@@ -27,28 +27,3 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.setdefault(
     "FLD_TRUST_STORE", os.path.join(tempfile.mkdtemp(prefix="fld-trust-"), "trusted.json")
 )
-
-
-# The longest integration files first (measured with --durations), so that under xdist
-# (make test: files handed out in this order) neither process is left with a long file at
-# the end while the other idles. Unit, then reliability, then integration, as before; the
-# order within a file, and of every other file, is kept.
-LONGEST_FIRST = (
-    "tests/integration/test_label_studio.py",
-    "tests/integration/test_ssd_student.py",
-    "tests/integration/test_refine.py",
-    "tests/integration/test_florence2_student.py",
-    "tests/integration/test_gpu_placement.py",
-    "tests/integration/test_fleet_io.py",
-)
-TIERS = ("tests/unit/", "tests/reliability/", "tests/integration/")
-
-
-def pytest_collection_modifyitems(config, items):
-    def place(item) -> tuple[int, int]:
-        path = item.nodeid.split("::")[0]
-        tier = next((n for n, prefix in enumerate(TIERS) if path.startswith(prefix)), len(TIERS))
-        first = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-        return tier, first
-
-    items.sort(key=place)  # stable
