@@ -199,19 +199,19 @@ def child_run(args: argparse.Namespace) -> dict:
 
     timed_function(pipelines.config, "load_config", "load_config")
     timed_function(annotate, "list_inputs", "list_inputs")
-    timed_function(annotate, "make_shards", "plan")
+    timed_function(annotate, "build_plan", "plan")
     timed_function(annotate, "fingerprint", "plan")
     timed_function(annotate, "output_config_hash", "plan")
     timed_function(annotate, "package_versions", "commit")
     timed_function(annotate.IterationWriter, "prepare", "plan")
-    timed_function(annotate.IterationWriter, "write_shard", "write_shard")
+    timed_function(annotate.IterationWriter, "write_marker", "write_shard")
     timed_function(annotate.IterationWriter, "commit", "commit")
     timed_function(engine.executors.RayExecutor, "start_ray", "ray.init")
     original_map = engine.executors.RayExecutor.map
 
-    def timed_map(self, processor, shards):
+    def timed_map(self, processor, shards, *rest):
         events["executor.map entered"].append((now(), now()))
-        yield from original_map(self, processor, shards)
+        yield from original_map(self, processor, shards, *rest)
 
     engine.executors.RayExecutor.map = timed_map
     annotate.ShardProcessor = _profiled_processor_class()
