@@ -3,8 +3,9 @@ loop, and an engine run that also reports when its workers were ready and how mu
 they got.
 
 ``TimedShardProcessor`` is the engine's own ``ShardProcessor`` with three timestamps added
-to each shard's marker (``marker["bench"]``): when the worker finished ``setup()`` (models
-loaded), when it began and when it ended ``process(shard)``; and the worker's resident
+to each shard's marker (``marker["bench"]``): when the worker finished ``setup()`` (with
+``run.setup: overlapped``, the default, its models then still load in a thread while the
+first batches run; ``models_loaded`` says when they all were), when it began and when it ended ``process(shard)``; and the worker's resident
 memory after the shard, now and at its peak. Nothing else changes. It is
 swapped in for ``pipelines.annotate.ShardProcessor`` only while ``run_engine`` runs, and
 pickled by value to the Ray workers (``bench/`` is not an installed package).
@@ -191,6 +192,8 @@ class TimedShardProcessor(ShardProcessor):
         result.marker["bench"] = {
             "process_cpu_s": time.process_time() - cpu_began,
             "setup_done": self.bench_setup_done,
+            # run.setup: overlapped: setup() returned before this; None: not all loaded yet
+            "models_loaded": self.loader.loaded_at if self.loader else None,
             "process_start": began,
             "process_end": time.time(),
             "pid": os.getpid(),
@@ -213,8 +216,9 @@ def timed_processor():
 def run_engine(config: EngineConfig, folder: Path, out: Path) -> dict:
     """One ``annotate_corpus`` run into a fresh corpus, with its time split into:
 
-    - ``until_first_shard_s``: call -> the first worker has its models loaded (listing,
-      actor start, imports, model loading);
+    - ``until_first_shard_s``: call -> the first worker is ready for a shard (listing,
+      actor start; with ``run.setup: before_work`` also imports and model loading, which
+      ``overlapped`` does while the first batches run);
     - ``steady_s``: that moment -> the call returns (every shard's processing, results
       coming back through Ray, Parquet writes, the commit);
     - ``worker_busy_s``: sum over shards of the time inside ``process(shard)``, and

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 
 from engine.offline import apply_offline_env
 from engine.sources import Shard
-from engine.steps import Resources, Step, worker_context
+from engine.steps import Resources, Step, StepSetupError, worker_context
 from engine.storage import store_env
 
 
@@ -218,6 +218,8 @@ class LocalExecutor:
         for shard in shards:
             try:
                 result = processor.process(shard)
+            except StepSetupError as exc:  # every shard would fail the same way
+                raise WorkerSetupError(f"could not set up the steps: {exc}") from exc
             except Exception as exc:  # noqa: BLE001 - the caller decides (max_failed_shards)
                 yield ShardOutcome(shard, error=exc)
                 continue
@@ -336,6 +338,8 @@ def failure_kind(error: BaseException) -> str:
 
     if isinstance(error, rex.RayActorError) and getattr(error, "actor_init_failed", False):
         return "fatal"
+    if isinstance(error, StepSetupError) or isinstance(getattr(error, "cause", None), StepSetupError):  # fmt: skip
+        return "fatal"  # a step that loads in the background (run.setup: overlapped) failed
     dead = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, WorkerLost)  # fmt: skip
     if isinstance(error, dead):
         return "crashed"
@@ -536,7 +540,8 @@ class Scheduler:
             except Exception as exc:  # noqa: BLE001 - sorted below
                 kind = failure_kind(exc)
                 if kind == "fatal":  # Ray does not restart an actor whose setup() raised
-                    raise WorkerSetupError(f"a worker could not set up its steps: {exc}") from exc  # fmt: skip
+                    reason = exc.cause if isinstance(getattr(exc, "cause", None), StepSetupError) else exc  # fmt: skip
+                    raise WorkerSetupError(f"a worker could not set up its steps: {reason}") from exc  # fmt: skip
                 # Its actor is being restarted (or was): a task sent now would fail as
                 # "unavailable" and count as a try, so it gets one once it answers a probe.
                 if task is None:

@@ -235,3 +235,72 @@ def run_step(step: Step, batch: list[Sample], errors: list) -> None:
             return
     for sample in batch:
         run_step(step, [sample], errors)
+
+
+class StepSetupError(RuntimeError):
+    """A step's ``setup()`` raised (a model that does not load, ...). It surfaces when a
+    batch first needs the step; executors stop the run with it instead of counting it
+    against the shard (every shard would fail the same way)."""
+
+
+class StepLoader:
+    """Sets up a worker's steps, in their order, in one background thread, so that a
+    batch can run through the steps already loaded while the later ones still load
+    (``run.setup: overlapped``): the SSD detects on the first batches while spaCy and the
+    embedder load. One thread, in order, because steps may share what they load (the two
+    spaCy steps share one pipeline) and most of a set-up is imports, which hold the GIL.
+
+    ``ready(index)`` says whether step ``index`` is loaded; ``wait(index)`` blocks until it
+    is, and raises ``StepSetupError`` if its ``setup()`` (or an earlier step's) failed.
+    ``in_turn=True`` loads every step in the calling thread, before returning (``run.setup:
+    before_work``). ``loaded_at``: ``time.time()`` when the last step was loaded."""
+
+    def __init__(self, steps: list[Step], worker: WorkerContext, in_turn: bool = False):
+        import threading
+
+        self.steps = steps
+        self.worker = worker
+        self.loaded = 0  # steps[:loaded] are set up
+        self.failure: tuple[int, BaseException] | None = None
+        self.loaded_at: float | None = None
+        self.changed = threading.Condition()
+        if in_turn:
+            self.load_all()
+            self.wait_all()  # raises here, as a plain setup() would
+        else:
+            threading.Thread(target=self.load_all, name="fld-step-setup", daemon=True).start()
+
+    def load_all(self) -> None:
+        import time
+
+        for index, step in enumerate(self.steps):
+            try:
+                step.setup(self.worker)
+            except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits
+                with self.changed:
+                    self.failure = (index, exc)
+                    self.changed.notify_all()
+                return
+            with self.changed:
+                self.loaded = index + 1
+                self.changed.notify_all()
+        self.loaded_at = time.time()
+
+    def wait_all(self) -> None:
+        """Block until every step is loaded (raises as ``wait`` does)."""
+        if self.steps:
+            self.wait(len(self.steps) - 1)
+
+    def ready(self, index: int) -> bool:
+        return index < self.loaded
+
+    def wait(self, index: int) -> None:
+        with self.changed:
+            while index >= self.loaded and self.failure is None:
+                self.changed.wait()
+        if index >= self.loaded:
+            failed, error = self.failure
+            step = self.steps[failed]
+            raise StepSetupError(
+                f"step {step.source} could not set up: {type(error).__name__}: {error}"
+            ) from error

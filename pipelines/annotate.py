@@ -32,7 +32,7 @@ import socket
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -58,7 +58,7 @@ from engine.sources import (
     fingerprint,
     list_inputs,
 )
-from engine.steps import RemoteStep, Step, order_steps, worker_context
+from engine.steps import RemoteStep, Step, StepLoader, order_steps, worker_context
 from engine.storage import is_remote
 from pipelines.config import EngineConfig
 
@@ -86,6 +86,7 @@ class ShardProcessor:
         self.config = config
         self.writer = writer
         self.steps: list[Step] = []
+        self.loader: StepLoader | None = None  # set in setup(), on the worker
         self.replicas: dict[int, list] = {}  # annotator index -> its pool's actors (names)
         # The step call running now, for a worker's watchdog (engine.executors.watch):
         # (monotonic start, URIs of the batch), or None (none, or a model pool's call).
@@ -126,12 +127,37 @@ class ShardProcessor:
             for index, spec in enumerate(self.config.annotators)
         ]  # fmt: skip
         self.steps = order_steps(annotators + self.config.filters.build())
-        for step in self.steps:
-            if not isinstance(step, RemoteStep):  # a pool's replicas set theirs up
-                step.setup(worker)
-        limit_torch_threads(threads)  # if a step imported torch: before any batch
         for name in TABLES:  # pyarrow imports pandas on its first from_pylist: not in a shard
             table_from_rows(name, [])
+        # A pool's replicas set their steps up; RemoteStep.setup does nothing.
+        self.loader = StepLoader(self.steps, worker, in_turn=self.config.run.setup == "before_work")  # fmt: skip
+        if self.config.run.setup == "before_work":
+            limit_torch_threads(threads)  # if a step imported torch: before any batch
+
+    def batch_order(self, n_batches: int, timings: Counter) -> Iterator[tuple[int, int]]:
+        """``(batch, step)`` index pairs in the order to run them: each batch through every
+        step in order, batch after batch, except while steps still load
+        (``StepLoader``): then every batch goes as far as the loaded steps take it before
+        the next step is waited for. A step runs on a batch only after the batch's earlier
+        steps, so what each step sees is the same in either order. Seconds spent waiting
+        go to ``timings["setup_wait"]``."""
+        done = [0] * n_batches  # steps each batch has been through
+        n_steps = len(self.steps)
+        while True:
+            blocked = [b for b in range(n_batches) if done[b] < n_steps]
+            if not blocked:
+                return
+            moved = False
+            for b in blocked:
+                while done[b] < n_steps and self.loader.ready(done[b]):
+                    yield b, done[b]
+                    done[b] += 1
+                    moved = True
+            if not moved:
+                began = time.perf_counter()
+                self.loader.wait(min(done[b] for b in blocked))
+                limit_torch_threads(self.config.run.threads_per_worker)  # torch may be new
+                timings["setup_wait"] += time.perf_counter() - began
 
     def process(self, shard: Shard) -> ShardResult:
         """Annotate a whole shard. With a writer, its table files are written here (on the
@@ -159,19 +185,22 @@ class ShardProcessor:
         for step in self.steps:
             step.counts.clear()
         batch_size = self.config.run.batch_size
-        for start in range(0, len(samples), batch_size):
-            batch = samples[start : start + batch_size]
-            for step in self.steps:
-                began = time.perf_counter()
-                # The watchdog (engine.executors.watch) times this call; a model pool's call
-                # is timed by its replica's own (here it may wait behind other workers').
-                if not isinstance(step, RemoteStep):
-                    self.current_call = (time.monotonic(), [s.uri for s in batch])
-                try:
-                    step.run_isolated(batch, errors)
-                finally:
-                    self.current_call = None
-                timings[step.timing_key] += time.perf_counter() - began
+        batches = [samples[start : start + batch_size] for start in range(0, len(samples), batch_size)]  # fmt: skip
+        batch_errors: list[list[ErrorRecord]] = [[] for _ in batches]
+        for index, step_index in self.batch_order(len(batches), timings):
+            batch, step = batches[index], self.steps[step_index]
+            began = time.perf_counter()
+            # The watchdog (engine.executors.watch) times this call; a model pool's call
+            # is timed by its replica's own (here it may wait behind other workers').
+            if not isinstance(step, RemoteStep):
+                self.current_call = (time.monotonic(), [s.uri for s in batch])
+            try:
+                step.run_isolated(batch, batch_errors[index])
+            finally:
+                self.current_call = None
+            timings[step.timing_key] += time.perf_counter() - began
+        for found in batch_errors:  # in batch order, whatever order the steps ran in
+            errors.extend(found)
         began = time.perf_counter()
         tables = self.to_tables(loaded, errors)
         if copied_from:
@@ -442,7 +471,7 @@ def output_config_hash(config: EngineConfig) -> str:
     settings = config.to_dict()
     settings.pop("refine", None)  # used by fld refine to build each iteration's own config
     settings.pop("dedup", None)  # groups the committed rows; writes none of the shards'
-    for key in ("workers", "address", "executor", "local_max_images", "worker_max_shards", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts"):  # fmt: skip
+    for key in ("workers", "address", "executor", "local_max_images", "worker_max_shards", "compact_rows", "task_timeout_s", "max_failed_shards", "max_attempts", "setup"):  # fmt: skip
         settings["run"].pop(key, None)
     settings["input"].pop("download", None)  # how hard to try, not what a fetched image gives
     if settings["run"].get("dedup") == "after_annotation":  # the default: hashes stay as they

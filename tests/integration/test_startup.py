@@ -140,7 +140,9 @@ config = load_config(None, [
     "filters.nms.enabled=false",
     "run.threads_per_worker=1",
 ])
-ShardProcessor(config).setup()
+processor = ShardProcessor(config)
+processor.setup()
+processor.loader.wait_all()  # run.setup: overlapped loads them in a thread
 print(json.dumps({"torch": "torch" in sys.modules, "spacy": "spacy" in sys.modules}))
 """
 
