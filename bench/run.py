@@ -99,7 +99,7 @@ def engine_config(
     batch_size: int,
     workers: int,
     shard_size: int | None = None,
-    setup: str = "overlapped",
+    setup: str = "before_work",
 ) -> EngineConfig:
     overrides = [
         "run.executor=ray",

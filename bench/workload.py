@@ -4,7 +4,7 @@ they got.
 
 ``TimedShardProcessor`` is the engine's own ``ShardProcessor`` with three timestamps added
 to each shard's marker (``marker["bench"]``): when the worker finished ``setup()`` (with
-``run.setup: overlapped``, the default, its models then still load in a thread while the
+``run.setup: overlapped`` its models then still load in a thread while the
 first batches run; ``models_loaded`` says when they all were), when it began and when it ended ``process(shard)``; and the worker's resident
 memory after the shard, now and at its peak. Nothing else changes. It is
 swapped in for ``pipelines.annotate.ShardProcessor`` only while ``run_engine`` runs, and

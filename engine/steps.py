@@ -273,6 +273,10 @@ class StepLoader:
     def load_all(self) -> None:
         import time
 
+        self._load_all()
+        self.loaded_at = time.time()
+
+    def _load_all(self) -> None:
         for index, step in enumerate(self.steps):
             try:
                 step.setup(self.worker)
@@ -284,7 +288,6 @@ class StepLoader:
             with self.changed:
                 self.loaded = index + 1
                 self.changed.notify_all()
-        self.loaded_at = time.time()
 
     def wait_all(self) -> None:
         """Block until every step is loaded (raises as ``wait`` does)."""

@@ -114,11 +114,12 @@ class RunConfig(Strict):
     # image of a shard already written (or earlier in its own shard) has, and copies that
     # image's rows, recorded in ``images.labels_from``.
     dedup: Literal["after_annotation", "before_annotation"] = "after_annotation"
-    # How a worker loads its steps' models: ``overlapped`` in a background thread, in step
-    # order, while the first batches run through the steps already loaded
-    # (engine.steps.StepLoader); ``before_work``: all of them before the first batch.
-    # The rows are the same either way.
-    setup: Literal["overlapped", "before_work"] = "overlapped"
+    # How a worker loads its steps' models: ``before_work``, all of them before the first
+    # batch; ``overlapped``, in a background thread, in step order, while the first batches
+    # run through the steps already loaded (engine.steps.StepLoader). The rows are the same
+    # either way. Not the default: on 2 CPU cores the whole run took as long (loading is
+    # mostly imports, which hold the GIL; bench/results/setup_overlap.json).
+    setup: Literal["before_work", "overlapped"] = "before_work"
 
 
 class AnnotatorSpec(Strict):

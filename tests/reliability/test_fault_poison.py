@@ -13,6 +13,7 @@ import json
 import subprocess
 import time
 
+import pytest
 import yaml
 
 from engine.schemas import TABLES
@@ -87,10 +88,13 @@ def test_poison_images_are_isolated_and_the_iteration_commits(ray_address, tmp_p
     )
 
 
-def test_a_worker_whose_setup_fails_stops_the_run_with_the_reason(ray_address, tmp_path):
+@pytest.mark.parametrize("setup", ["before_work", "overlapped"])
+def test_a_worker_whose_setup_fails_stops_the_run_with_the_reason(ray_address, tmp_path, setup):
     """Weights that pass config validation (the file exists) but do not load: each worker's
     ``setup()`` raises, Ray does not restart such an actor, and the run must stop with the
-    reason (exit 2), not wait for a worker that will never come back."""
+    reason (exit 2), not wait for a worker that will never come back. With ``run.setup:
+    overlapped`` the model loads in the worker's background thread and the failure comes
+    with the first shard: the same stop, naming the step."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("bus.jpg", "zidane.jpg"):
@@ -99,8 +103,10 @@ def test_a_worker_whose_setup_fails_stops_the_run_with_the_reason(ray_address, t
     weights.write_bytes(bytes(range(256)) * 20)
     config = tmp_path / "corrupt.yaml"
     config.write_text(yaml.safe_dump({"annotators": [{"name": "yolo", "weights": str(weights)}]}))
-    command = fld_command(photos, tmp_path / "corpus", config, "--address", ray_address)
+    command = fld_command(photos, tmp_path / "corpus", config, "--address", ray_address, "--set", f"run.setup={setup}")  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "fld run: a worker could not set up its steps" in result.stderr
     assert "corrupt.pt" in result.stderr
+    if setup == "overlapped":
+        assert "step yolo@" in result.stderr
