@@ -68,6 +68,8 @@ for _path in (str(REPO), str(BENCH_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from results_store import new_run_id, save_result  # noqa: E402
+
 RESULTS_DIR = BENCH_DIR / "results"
 DEMO_IMAGES = REPO / "demo" / "images"
 MARK = "##fld-phase "  # a line on stderr between -X importtime's lines: "a new phase starts"
@@ -571,12 +573,11 @@ def parent(args: argparse.Namespace) -> int:
             "load on the machine).",
         ],
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / "startup_profile.json"
-    temporary = out.with_name(out.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, out)
-    print(f"\nwrote {out.relative_to(REPO)}")
+    run_id = new_run_id()
+    kept = save_result("startup_profile", {"run_id": run_id, **payload}, run_id)
+    print(
+        f"\nwrote {RESULTS_DIR.relative_to(REPO)}/startup_profile.json and {kept.relative_to(REPO)}"
+    )
     return 0
 
 
