@@ -14,7 +14,7 @@ from engine.query import connect
 from pipelines.exports import export_corpus
 from tests.fixtures.common import run_fld
 from tests.fixtures.export_helpers import demo_corpus, write_synthetic_corpus
-from tests.fixtures.reviews import added_box, write_reviews
+from tests.fixtures.reviews import reviewed_box, write_reviews
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,9 @@ def test_the_yolo_student_trains_on_peoples_labels(demo, tmp_path):
     by_name = {uri.rsplit("/", 1)[1]: image_id for image_id, uri in images}
     reviewed, held_out = by_name["bus.jpg"], by_name["zidane.jpg"]
     rows = [
-        added_box(image_id, "giraffe", (10, 20, 300, 400), holdout=image_id == held_out, task_id=n)
+        reviewed_box(
+            image_id, "giraffe", (10, 20, 300, 400), holdout=image_id == held_out, task_id=n
+        )
         for n, image_id in enumerate((reviewed, held_out))
     ]
     write_reviews(reviews_snapshot(corpus, 1), rows)

@@ -32,7 +32,7 @@ from engine.scenes import generate_scenes
 from pipelines.config import Florence2StudentConfig, load_config
 from tests.fixtures.common import BIN, run_fld, wait_for
 from tests.fixtures.hf_tiny import build_tiny_florence2
-from tests.fixtures.reviews import added_box, write_reviews
+from tests.fixtures.reviews import reviewed_box, write_reviews
 
 # Only the tasks the overfit check reads: the others (dense captions, OCR, grounding,
 # segmentation) are trained in the refine test.
@@ -263,5 +263,5 @@ def write_one_review(corpus: Corpus) -> tuple[str, str]:
     connection = connect(corpus.root)
     [(image_id,)] = connection.execute("SELECT min(image_id) FROM images").fetchall()
     [(label,)] = connection.execute("SELECT min(label) FROM regions WHERE kept AND kind = 'object'").fetchall()  # fmt: skip
-    write_reviews(reviews_path(corpus), [added_box(image_id, label, (5, 5, 60, 50))])
+    write_reviews(reviews_path(corpus), [reviewed_box(image_id, label, (5, 5, 60, 50))])
     return image_id, label

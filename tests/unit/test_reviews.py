@@ -27,6 +27,7 @@ from engine.schemas import REVIEWS
 from filters.human_review import HumanReviewFilter
 from pipelines.review import threshold_sql
 from tests.fixtures.common import free_port
+from tests.fixtures.reviews import reviewed_box
 
 RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "label_studio"
 
@@ -109,12 +110,8 @@ def test_holdout_share_is_deterministic_and_exact():
 
 
 def review_row(task_id: int, verdict: str, x0: float = 1.0, holdout: bool = False) -> dict:
-    return {
-        "review_id": f"p:{task_id}:{verdict}:{x0}", "image_id": f"img{task_id}", "iteration": 0,
-        "project": "p", "task_id": task_id, "annotation_id": 1, "reviewer": "r", "reviewed_at": "t",
-        "verdict": verdict, "region_id": None, "kind": "object", "x0": x0, "y0": 1.0, "x1": 9.0,
-        "y1": 9.0, "label": "cat", "holdout": holdout, "source": "human@1",
-    }  # fmt: skip
+    """A ``cat`` box on image ``img{task_id}``, left edge ``x0``."""
+    return reviewed_box(f"img{task_id}", "cat", (x0, 1.0, 9.0, 9.0), verdict, holdout, task_id)
 
 
 def test_reimport_replaces_a_tasks_rows_and_never_doubles():
