@@ -257,6 +257,11 @@ class QueryTimeout(RuntimeError):
 BATCH_ROWS = 100_000
 
 
+class QueryNotStopped(KeyboardInterrupt):
+    """Ctrl-C, and the query did not stop within 10 s of interrupts: closing its connection
+    would wait for it, so the caller should end the process."""
+
+
 def stream_query(
     connection: duckdb.DuckDBPyConnection, query: str, writer: ResultWriter, timeout_s: float
 ) -> int:
@@ -269,6 +274,10 @@ def stream_query(
 
     statement = read_only_statement(query)
     outcome: dict = {}
+    # Not Thread.join/is_alive: a join that Ctrl-C interrupts marks a thread that still runs
+    # as stopped (CPython 3.11's Thread._wait_for_tstate_lock releases the lock the running
+    # thread holds), and the interrupts below were then never sent.
+    finished = threading.Event()
 
     def work() -> None:
         try:
@@ -276,22 +285,24 @@ def stream_query(
             outcome["rows"] = writer.write(reader)
         except BaseException as exc:  # handed to the waiting thread
             outcome["error"] = exc
+        finally:
+            finished.set()
 
-    thread = threading.Thread(target=work, name="fld-sql", daemon=True)
-    thread.start()
+    threading.Thread(target=work, name="fld-sql", daemon=True).start()
     deadline = time.monotonic() + timeout_s
     try:
-        while thread.is_alive():
-            thread.join(0.05)
-            if thread.is_alive() and time.monotonic() > deadline:
+        while not finished.wait(0.05):
+            if time.monotonic() > deadline:
                 connection.interrupt()
-                thread.join()
+                finished.wait()
                 raise QueryTimeout(f"the query ran past --timeout {timeout_s:g} s and was stopped")
     except KeyboardInterrupt:
-        stop_by = time.monotonic() + 30
-        while thread.is_alive() and time.monotonic() < stop_by:
+        stop_by = time.monotonic() + 10
+        while not finished.is_set() and time.monotonic() < stop_by:
             connection.interrupt()  # again: an interrupt that lands between two calls is lost
-            thread.join(0.1)
+            finished.wait(0.1)
+        if not finished.is_set():
+            raise QueryNotStopped from None
         raise
     if "error" in outcome:
         raise outcome["error"]

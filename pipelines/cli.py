@@ -197,7 +197,14 @@ def command_stats(args: argparse.Namespace) -> int:
 def command_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from engine.query import QueryRefused, QueryTimeout, ResultWriter, connect, stream_query
+    from engine.query import (
+        QueryNotStopped,
+        QueryRefused,
+        QueryTimeout,
+        ResultWriter,
+        connect,
+        stream_query,
+    )
 
     if args.limit < 1 or args.timeout <= 0:
         raise UsageError("--limit and --timeout must be positive")
@@ -216,6 +223,10 @@ def command_sql(args: argparse.Namespace) -> int:
         raise UsageError(f"query refused: {exc}") from None
     except QueryTimeout as exc:
         raise UsageError(str(exc)) from None
+    except QueryNotStopped:  # closing the connection would wait for the query: end here
+        print("fld sql: interrupted; the query did not stop, the process ends", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)
     except KeyboardInterrupt:
         print("fld sql: interrupted, the query was stopped", file=sys.stderr)
         return 130

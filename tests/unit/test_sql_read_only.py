@@ -146,9 +146,51 @@ def test_ctrl_c_stops_the_query(corpus):
     time.sleep(4)  # started, and deep in the query
     began = time.monotonic()
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"fld sql still ran 60 s after Ctrl-C; its stderr:\n{err[-3000:]}") from None  # fmt: skip
     assert process.returncode == 130 and "interrupted" in err
     assert time.monotonic() - began < 10
+
+
+DEAF_TO_INTERRUPTS = """
+import sys, time
+import engine.query
+
+class Stuck:  # a connection whose query no interrupt stops, as a stuck DuckDB call would
+    def __init__(self, connection):
+        self.connection = connection
+    def sql(self, statement):
+        return self
+    def to_arrow_reader(self, batch_rows):
+        time.sleep(3600)
+    def __getattr__(self, name):
+        return getattr(self.connection, name)
+
+real_connect = engine.query.connect
+engine.query.connect = lambda *args, **kwargs: Stuck(real_connect(*args, **kwargs))
+from pipelines.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_ends_the_process_even_if_the_query_does_not_stop(corpus):
+    process = subprocess.Popen(
+        [sys.executable, "-c", DEAF_TO_INTERRUPTS, "sql", str(corpus), SLOW],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(4)
+    began = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "the query did not stop, the process ends" in err
+    assert time.monotonic() - began < 30  # 10 s of interrupts, then out
 
 
 def peak_rss_mib(corpus: Path, query: str) -> float:
