@@ -126,10 +126,17 @@ def test_formats_hold_the_same_rows(corpus, tmp_path, capsys):
     assert f"({len(expected)} rows, the first 2 shown (--limit))" in table
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C handled as a terminal's would be. A suite started in
+    the background by a non-interactive shell runs with SIGINT ignored, which its children
+    inherit (and Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fld_sql(*args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "fld"), "sql", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, **popen,
+        text=True, preexec_fn=default_sigint, **popen,
     )  # fmt: skip
 
 
@@ -180,7 +187,7 @@ sys.exit(main(sys.argv[1:]))
 def test_ctrl_c_ends_the_process_even_if_the_query_does_not_stop(corpus):
     process = subprocess.Popen(
         [sys.executable, "-c", DEAF_TO_INTERRUPTS, "sql", str(corpus), SLOW],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )  # fmt: skip
     time.sleep(4)
     began = time.monotonic()
