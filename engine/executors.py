@@ -214,7 +214,10 @@ class LocalExecutor:
     name = "local"
 
     def map(self, processor: Processor, shards: Iterable[Shard], policy: FailurePolicy | None = None) -> Iterator[ShardOutcome]:  # fmt: skip
-        processor.setup()  # every step in this process, model pools included
+        try:
+            processor.setup()  # every step in this process, model pools included
+        except StepSetupError as exc:
+            raise WorkerSetupError(f"could not set up the steps: {exc}") from exc
         for shard in shards:
             try:
                 result = processor.process(shard)

@@ -253,7 +253,9 @@ class StepLoader:
     ``ready(index)`` says whether step ``index`` is loaded; ``wait(index)`` blocks until it
     is, and raises ``StepSetupError`` if its ``setup()`` (or an earlier step's) failed.
     ``in_turn=True`` loads every step in the calling thread, before returning (``run.setup:
-    before_work``). ``loaded_at``: ``time.time()`` when the last step was loaded."""
+    before_work``, the default: on 2 CPU cores overlapping did not shorten a run,
+    ``bench/results/setup_overlap.json``). ``loaded_at``: ``time.time()`` when the last step
+    was loaded."""
 
     def __init__(self, steps: list[Step], worker: WorkerContext, in_turn: bool = False):
         import threading
@@ -273,13 +275,11 @@ class StepLoader:
     def load_all(self) -> None:
         import time
 
-        self._load_all()
-        self.loaded_at = time.time()
-
-    def _load_all(self) -> None:
         for index, step in enumerate(self.steps):
             try:
                 step.setup(self.worker)
+            except KeyboardInterrupt:  # in_turn, in the main thread: Ctrl-C stays Ctrl-C
+                raise
             except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits
                 with self.changed:
                     self.failure = (index, exc)
@@ -288,6 +288,7 @@ class StepLoader:
             with self.changed:
                 self.loaded = index + 1
                 self.changed.notify_all()
+        self.loaded_at = time.time()
 
     def wait_all(self) -> None:
         """Block until every step is loaded (raises as ``wait`` does)."""

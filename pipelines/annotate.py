@@ -380,9 +380,11 @@ class ShardProcessor:
 def limit_torch_threads(threads: int) -> None:
     """``torch.set_num_threads`` if torch is imported. Not imported here: it takes seconds,
     and only some steps use it (NMS, spaCy, transformers, YOLO, SAM); one that imports it
-    during ``setup()`` gets ``OMP_NUM_THREADS`` threads, set before."""
+    during ``setup()`` gets ``OMP_NUM_THREADS`` threads, set before. Left alone while torch
+    is still being imported (``run.setup: overlapped``: a step loading in the background
+    thread may be importing it), where ``set_num_threads`` may not exist yet."""
     torch = sys.modules.get("torch")
-    if torch is not None:
+    if torch is not None and not getattr(getattr(torch, "__spec__", None), "_initializing", False):  # fmt: skip
         torch.set_num_threads(threads)
 
 

@@ -105,13 +105,14 @@ def run(tmp_path, images, setup: str):
     return out
 
 
-def test_a_failed_load_stops_a_local_run_naming_the_step(tmp_path, images, monkeypatch):
+@pytest.mark.parametrize("setup", ["overlapped", "before_work"])
+def test_a_failed_load_stops_a_local_run_naming_the_step(tmp_path, images, monkeypatch, setup):
     def broken(self, worker):
         raise RuntimeError("no weights here")
 
     monkeypatch.setattr(ChaosAnnotator, "setup", broken)
     with pytest.raises(WorkerSetupError, match=r"step chaos@1 could not set up: .*no weights here"):  # fmt: skip
-        run(tmp_path, images, "overlapped")
+        run(tmp_path, images, setup)
 
 
 def test_overlapped_and_before_work_write_the_same_rows(tmp_path, images):
