@@ -46,19 +46,20 @@ NEUTRAL_STUDENT = ["refine.student.ssd.min_score=0.99", "refine.student.ssd.epoc
 SCENE_SEED = 7
 
 
-def scenes_and_iteration0(work: Path, n_scenes: int) -> tuple[Path, Path]:
-    """``n_scenes`` generated scenes (``SCENE_SEED``) and their iteration 0 by
-    ``REGIONS_ONLY``, made once under ``work`` (a committed iteration is left as it is):
-    the ground truth's path and the corpus's."""
+def scenes_and_iteration0(work: Path, n_scenes: int, seed: int = SCENE_SEED) -> tuple[Path, Path]:
+    """``n_scenes`` generated scenes (``seed``, by default ``SCENE_SEED``) and their
+    iteration 0 by ``REGIONS_ONLY``, made once under ``work`` (a committed iteration is left
+    as it is): the ground truth's path and the corpus's."""
     from engine.scenes import generate_scenes
     from pipelines.annotate import annotate_corpus
     from pipelines.config import load_config
 
-    scenes = work / f"scenes-{n_scenes}"
+    suffix = "" if seed == SCENE_SEED else f"-seed{seed}"  # the first set's folders as before
+    scenes = work / f"scenes-{n_scenes}{suffix}"
     gt = scenes / "annotations.json"
     if not gt.exists():
-        generate_scenes(scenes, n_scenes, seed=SCENE_SEED)
-    base = work / f"base-{n_scenes}"
+        generate_scenes(scenes, n_scenes, seed=seed)
+    base = work / f"base-{n_scenes}{suffix}"
     annotate_corpus(load_config(None, REGIONS_ONLY), str(scenes / "images"), str(base), False)
     return gt, base
 
