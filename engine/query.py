@@ -257,9 +257,34 @@ class QueryTimeout(RuntimeError):
 BATCH_ROWS = 100_000
 
 
+STOP_GRACE_S = 10.0  # how long interrupts are sent to a query being stopped
+
+
 class QueryNotStopped(KeyboardInterrupt):
-    """Ctrl-C, and the query did not stop within 10 s of interrupts: closing its connection
-    would wait for it, so the caller should end the process."""
+    """A query being stopped (Ctrl-C, or past its timeout) did not stop within
+    ``STOP_GRACE_S`` of interrupts, or a second Ctrl-C came meanwhile: closing its
+    connection would wait for it, so the caller should end the process, with
+    ``exit_code`` (130 after Ctrl-C, 2 after a timeout). ``str()`` says which."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def interrupt_until_stopped(connection: duckdb.DuckDBPyConnection, finished) -> bool:
+    """Interrupt the query until its thread sets ``finished`` (True), for at most
+    ``STOP_GRACE_S`` (False). A Ctrl-C meanwhile gives up at once (False): whoever
+    pressed it twice wants out, not to wait for the query."""
+    import time
+
+    stop_by = time.monotonic() + STOP_GRACE_S
+    try:
+        while not finished.is_set() and time.monotonic() < stop_by:
+            connection.interrupt()  # again: an interrupt that lands between two calls is lost
+            finished.wait(0.1)
+    except KeyboardInterrupt:
+        return False
+    return finished.is_set()
 
 
 def stream_query(
@@ -268,7 +293,8 @@ def stream_query(
     """Run ``query`` (one read-only statement: ``read_only_statement``) and stream its rows
     into ``writer``; returns the row count. The query runs in a thread while this one
     waits, so that Ctrl-C (KeyboardInterrupt, re-raised) and ``timeout_s`` (``QueryTimeout``)
-    stop it with ``connection.interrupt()``, which DuckDB honours between vectors."""
+    stop it with ``connection.interrupt()``, which DuckDB honours between vectors; a query
+    that does not stop raises ``QueryNotStopped`` (``interrupt_until_stopped``)."""
     import threading
     import time
 
@@ -293,16 +319,15 @@ def stream_query(
     try:
         while not finished.wait(0.05):
             if time.monotonic() > deadline:
-                connection.interrupt()
-                finished.wait()
-                raise QueryTimeout(f"the query ran past --timeout {timeout_s:g} s and was stopped")
+                past = f"the query ran past --timeout {timeout_s:g} s"
+                if not interrupt_until_stopped(connection, finished):
+                    raise QueryNotStopped(f"{past} and did not stop", exit_code=2)
+                raise QueryTimeout(f"{past} and was stopped")
+    except QueryNotStopped:
+        raise
     except KeyboardInterrupt:
-        stop_by = time.monotonic() + 10
-        while not finished.is_set() and time.monotonic() < stop_by:
-            connection.interrupt()  # again: an interrupt that lands between two calls is lost
-            finished.wait(0.1)
-        if not finished.is_set():
-            raise QueryNotStopped from None
+        if not interrupt_until_stopped(connection, finished):
+            raise QueryNotStopped("interrupted; the query did not stop", exit_code=130) from None
         raise
     if "error" in outcome:
         raise outcome["error"]

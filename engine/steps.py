@@ -270,7 +270,10 @@ class StepLoader:
             self.load_all()
             self.wait_all()  # raises here, as a plain setup() would
         else:
-            threading.Thread(target=self.load_all, name="fld-step-setup", daemon=True).start()
+            # Not a daemon: a process that ends while a step still loads (a run whose
+            # shards had no decodable image) waits for it, rather than being finalised
+            # under an import that is running in C.
+            threading.Thread(target=self.load_all, name="fld-step-setup").start()
 
     def load_all(self) -> None:
         import time
@@ -286,9 +289,12 @@ class StepLoader:
                     self.changed.notify_all()
                 return
             with self.changed:
+                if index + 1 == len(self.steps):
+                    self.loaded_at = time.time()
                 self.loaded = index + 1
                 self.changed.notify_all()
-        self.loaded_at = time.time()
+        if not self.steps:
+            self.loaded_at = time.time()
 
     def wait_all(self) -> None:
         """Block until every step is loaded (raises as ``wait`` does)."""

@@ -223,10 +223,10 @@ def command_sql(args: argparse.Namespace) -> int:
         raise UsageError(f"query refused: {exc}") from None
     except QueryTimeout as exc:
         raise UsageError(str(exc)) from None
-    except QueryNotStopped:  # closing the connection would wait for the query: end here
-        print("fld sql: interrupted; the query did not stop, the process ends", file=sys.stderr)
+    except QueryNotStopped as exc:  # closing the connection would wait for the query: end here
+        print(f"fld sql: {exc}, the process ends", file=sys.stderr)
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(exc.exit_code)
     except KeyboardInterrupt:
         print("fld sql: interrupted, the query was stopped", file=sys.stderr)
         return 130

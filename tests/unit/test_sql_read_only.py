@@ -164,8 +164,10 @@ def test_ctrl_c_stops_the_query(corpus):
 
 
 DEAF_TO_INTERRUPTS = """
-import sys, time
+import os, sys, time
 import engine.query
+
+engine.query.STOP_GRACE_S = float(os.environ.get("GRACE_S", "2"))  # 10 s in real use
 
 class Stuck:  # a connection whose query no interrupt stops, as a stuck DuckDB call would
     def __init__(self, connection):
@@ -184,20 +186,51 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_ctrl_c_ends_the_process_even_if_the_query_does_not_stop(corpus):
-    process = subprocess.Popen(
-        [sys.executable, "-c", DEAF_TO_INTERRUPTS, "sql", str(corpus), SLOW],
+def deaf_fld_sql(corpus: Path, *args: str, grace_s: float = 2) -> subprocess.Popen:
+    """``fld sql`` whose query no interrupt stops, sending interrupts for ``grace_s``."""
+    return subprocess.Popen(
+        [sys.executable, "-c", DEAF_TO_INTERRUPTS, "sql", str(corpus), SLOW, *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
+        env={**os.environ, "GRACE_S": str(grace_s)},
     )  # fmt: skip
-    time.sleep(4)
-    began = time.monotonic()
-    process.send_signal(signal.SIGINT)
+
+
+def ended(process: subprocess.Popen, within_s: float) -> str:
+    """The process's stderr once it has ended by itself within ``within_s``."""
     try:
-        _, err = process.communicate(timeout=60)
-    finally:
+        _, err = process.communicate(timeout=within_s)
+    except subprocess.TimeoutExpired:
         process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"still running after {within_s} s; stderr:\n{err[-3000:]}") from None
+    return err
+
+
+def test_ctrl_c_ends_the_process_even_if_the_query_does_not_stop(corpus):
+    process = deaf_fld_sql(corpus)
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    err = ended(process, 30)  # 2 s of interrupts, then out
+    assert process.returncode == 130
+    assert "fld sql: interrupted; the query did not stop, the process ends" in err
+
+
+def test_a_second_ctrl_c_ends_the_process_at_once(corpus):
+    """Whoever presses Ctrl-C again while the query is being stopped wants out now."""
+    process = deaf_fld_sql(corpus, grace_s=600)
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    err = ended(process, 30)  # not the 600 s of interrupts
     assert process.returncode == 130 and "the query did not stop, the process ends" in err
-    assert time.monotonic() - began < 30  # 10 s of interrupts, then out
+
+
+def test_a_timeout_ends_the_process_if_the_query_does_not_stop(corpus):
+    process = deaf_fld_sql(corpus, "--timeout", "1")
+    err = ended(process, 60)
+    assert process.returncode == 2
+    assert "ran past --timeout 1 s and did not stop, the process ends" in err
 
 
 def peak_rss_mib(corpus: Path, query: str) -> float:

@@ -59,6 +59,19 @@ def test_batches_run_the_loaded_steps_while_a_later_one_loads():
     assert sorted(order) == [(b, s) for b in range(n_batches) for s in range(3)]  # each once
     for batch in range(n_batches):  # and each batch meets the steps in order
         assert [s for b, s in order if b == batch] == [0, 1, 2]
+    assert processor.loader.loaded_at is not None  # known once the last step is
+
+
+def test_the_loading_thread_is_waited_for_at_exit():
+    """A process that ends while a step still loads (a run whose shards held no decodable
+    image never waits for one) lets the load finish rather than being finalised under it."""
+    gate = threading.Event()
+    StepLoader([FakeStep(gate)], WorkerContext())
+    loading = next(t for t in threading.enumerate() if t.name == "fld-step-setup")
+    assert not loading.daemon
+    gate.set()
+    loading.join(10)
+    assert not loading.is_alive()
 
 
 def test_with_every_step_loaded_batches_go_one_after_another():
