@@ -66,8 +66,9 @@ def test_the_loading_thread_is_waited_for_at_exit():
     """A process that ends while a step still loads (a run whose shards held no decodable
     image never waits for one) lets the load finish rather than being finalised under it."""
     gate = threading.Event()
+    before = set(threading.enumerate())
     StepLoader([FakeStep(gate)], WorkerContext())
-    loading = next(t for t in threading.enumerate() if t.name == "fld-step-setup")
+    (loading,) = set(threading.enumerate()) - before
     assert not loading.daemon
     gate.set()
     loading.join(10)
