@@ -54,14 +54,14 @@ def corrected_rows(rows: list[tuple], truths_of: dict, reviewed: set[str]) -> li
     ]
 
 
-def measure(work: Path, n_scenes: int, scene_seed: int, args) -> dict:
+def measure(args: argparse.Namespace, scene_seed: int) -> dict:
     """One scene set's figures (see the module docstring)."""
     from engine.corpus import Corpus
     from engine.query import connect
     from pipelines.evaluate import evaluate_objects, kept_regions, load_ground_truth, match_images
     from pipelines.review import ReviewOptions, choose_images
 
-    gt_path, base = scenes_and_iteration0(work, n_scenes, scene_seed)
+    gt_path, base = scenes_and_iteration0(args.work, args.scenes, scene_seed)
     gt = load_ground_truth(gt_path)
     connection = connect(base, [0])
     try:
@@ -141,7 +141,8 @@ def variant_rankings(ranked: list[dict], rows: list[tuple], ids: list[str]) -> d
 
 
 def across(per_seed: dict, reviews: list[int]) -> dict:
-    """Each ratio's mean over the scene sets, per N and over every (set, N), and its lowest."""
+    """Each ratio's mean over the scene sets, per N and over every (set, N), and its lowest
+    and highest cell."""
     result = {}
     names = next(iter(per_seed.values()))["summary"][str(reviews[0])]
     for name in [key for key in names if key.endswith("_ratio")]:
@@ -165,7 +166,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/fld-review-ranking"))
     args = parser.parse_args()
     started = time.perf_counter()
-    per_seed = {str(seed): measure(args.work, args.scenes, seed, args) for seed in args.scene_seeds}
+    per_seed = {str(seed): measure(args, seed) for seed in args.scene_seeds}
     result = {
         "scenes": args.scenes,
         "scene_seeds": args.scene_seeds,
